@@ -1,0 +1,1 @@
+"""Metrics with update/reset/compute: segmentation, detection, latency."""

@@ -1,0 +1,64 @@
+"""Latency and rate over a sliding window: the numbers every timing report prints."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Percentiles in milliseconds over the window, plus the event rate."""
+
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    rate_hz: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"count": self.count, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
+                "max_ms": self.max_ms, "rate_hz": self.rate_hz}
+
+
+def summarize_ms(samples_ms, duration_s: Optional[float] = None) -> LatencySummary:
+    """Percentiles of ``samples_ms``; the rate is count / ``duration_s`` (0 when unknown)."""
+    values = np.asarray(samples_ms, np.float64)
+    if values.size == 0:
+        return LatencySummary(0, float("nan"), float("nan"), float("nan"), float("nan"), 0.0)
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    rate = values.size / duration_s if duration_s else 0.0
+    return LatencySummary(int(values.size), float(p50), float(p95), float(p99), float(values.max()), float(rate))
+
+
+class LatencyWindow:
+    """Keeps the latest ``capacity`` (arrival_s, latency_ms) samples; update / summary / reset."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._arrivals: deque[float] = deque(maxlen=capacity)
+        self._latencies: deque[float] = deque(maxlen=capacity)
+        self.total = 0
+
+    def update(self, arrival_s: float, latency_ms: float) -> LatencyWindow:
+        self._arrivals.append(arrival_s)
+        self._latencies.append(latency_ms)
+        self.total += 1
+        return self
+
+    def reset(self) -> None:
+        self._arrivals.clear()
+        self._latencies.clear()
+
+    def summary(self) -> LatencySummary:
+        """Percentiles of the window; rate from the span of arrivals inside it."""
+        n = len(self._arrivals)
+        span = self._arrivals[-1] - self._arrivals[0] if n > 1 else 0.0
+        summary = summarize_ms(self._latencies, None)
+        rate = (n - 1) / span if span > 0 else 0.0
+        return LatencySummary(summary.count, summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms, rate)
