@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -168,3 +169,30 @@ def encode_compressed(bgr: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     if not ok:
         raise ValueError(f"cv2.imencode failed for a {bgr.shape} image as {fmt}")
     return encoded.tobytes()
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A camera message's payload without the message: raw pixels or compressed bytes.
+
+    Raw images set ``encoding``/``width``/``height``/``step``/``is_bigendian``; compressed ones set
+    ``compressed_format`` (a CompressedImage ``format`` string) and leave the rest at defaults.
+    ``data`` is any buffer (bytes, array.array, memoryview) and is never copied here.
+    """
+
+    data: object
+    encoding: str = ""
+    width: int = 0
+    height: int = 0
+    step: int = 0
+    is_bigendian: bool = False
+    compressed_format: str = ""
+
+
+def decode_image(encoded: EncodedImage) -> np.ndarray:
+    """Any supported payload -> (H, W, 3) uint8 BGR; raises ImageDecodeError naming what is wrong."""
+    if encoded.compressed_format:
+        return decode_compressed(encoded.data, encoded.compressed_format)
+    array = raw_to_array(encoded.data, encoded.encoding, encoded.width, encoded.height, encoded.step,
+                         encoded.is_bigendian)
+    return to_bgr(array, encoded.encoding)

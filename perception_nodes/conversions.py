@@ -26,6 +26,7 @@ from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypo
 
 from perception_core.codec import (
     HOST_IS_BIGENDIAN,
+    EncodedImage,
     ImageDecodeError,
     array_to_raw,
     decode_compressed,
@@ -170,3 +171,10 @@ def label_info_msg(class_names: Sequence[str], header: Header, threshold: float)
     """LabelInfo mapping class id (the index) -> name, with the score threshold in use."""
     class_map = [VisionClass(class_id=i, class_name=name) for i, name in enumerate(class_names)]
     return LabelInfo(header=copy_header(header), class_map=class_map, threshold=float(threshold))
+
+
+def msg_to_encoded(msg) -> EncodedImage:
+    """Image or CompressedImage -> the pipeline's EncodedImage (no pixel is touched or copied)."""
+    if isinstance(msg, CompressedImage):
+        return EncodedImage(msg.data, compressed_format=msg.format or "<empty>")
+    return EncodedImage(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))

@@ -1,25 +1,32 @@
-"""Watches image-carrying topics: frames/s and latency from header stamp to arrival.
+"""Watches a perception graph from outside: frame rates, latencies, and frames that got no answer.
 
-The monitor subscribes with ``raw=True`` and reads only the header stamp from the serialized
-CDR bytes, so watching a 1080p stream costs microseconds per frame and does not perturb the
-pipeline it measures.
+It pairs every output with its input by header stamp (the node copies the input header), so
+"end to end" means camera stamp -> this monitor's receipt of the node's detections. Inputs with
+no output after ``answer_timeout`` seconds count as dropped. Subscriptions use ``raw=True`` and
+read only the stamp from the serialized CDR bytes: watching a 1080p stream costs microseconds
+per frame and does not perturb what it measures. With no perception node running it still
+reports the camera's rate and transport latency.
 """
 
 from __future__ import annotations
 
 import struct
-import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray
 
 from perception_core.metrics.latency import LatencyWindow
 from perception_nodes.params import declare_params, param
 from perception_nodes.runner import run_node
+
+# Best effort matches reliable and best-effort publishers alike.
+MONITOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 def stamp_ns_from_cdr(serialized: bytes) -> int:
@@ -36,44 +43,84 @@ class LatencyMonitorParams:
     transport: str = param("raw", "Watch 'image' (raw) or 'image/compressed'.", choices=("raw", "compressed"))
     report_period: float = param(1.0, "Seconds between printed summaries.", range=(0.1, 60.0))
     window: int = param(300, "Samples kept for the percentiles.", range=(10, 100000))
+    answer_timeout: float = param(2.0, "An input with no output after this many seconds is dropped.",
+                                  range=(0.1, 60.0))
 
 
 class LatencyMonitor(Node):
-    def __init__(self) -> None:
-        super().__init__("latency_monitor")
-        self.params = declare_params(self, LatencyMonitorParams)
-        msg_type, topic = (Image, "image") if self.params.transport == "raw" else (CompressedImage, "image/compressed")
-        self.window = LatencyWindow(self.params.window)
-        self.malformed = 0
-        self.sub = self.create_subscription(msg_type, topic, self.on_frame, qos_profile_sensor_data, raw=True)
+    def __init__(self, **node_options) -> None:
+        super().__init__("latency_monitor", **node_options)
+        self.params = p = declare_params(self, LatencyMonitorParams)
+        image_type, image_topic = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
+        self.transport = LatencyWindow(p.window)
+        self.end_to_end = LatencyWindow(p.window)
+        self.pending: OrderedDict[int, int] = OrderedDict()  # input stamp -> arrival (ns), awaiting an answer
+        self.counts = dict.fromkeys(("inputs", "answered", "dropped", "unmatched", "malformed"), 0)
+        self.image_sub = self.create_subscription(image_type, image_topic, self.on_input, qos_profile_sensor_data,
+                                                  raw=True)
+        self.output_sub = self.create_subscription(Detection2DArray, "detections", self.on_output, MONITOR_QOS,
+                                                   raw=True)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.timer = self.create_timer(self.params.report_period, self.report)
+        self.timer = self.create_timer(p.report_period, self.report)
 
-    def on_frame(self, serialized: bytes) -> None:
-        arrival_ns = self.get_clock().now().nanoseconds
+    def _stamp(self, serialized: bytes):
         try:
-            stamp_ns = stamp_ns_from_cdr(serialized)
+            return stamp_ns_from_cdr(serialized)
         except ValueError as exc:
-            self.malformed += 1
+            self.counts["malformed"] += 1
             self.get_logger().warning(f"unreadable message: {exc}", throttle_duration_sec=5.0)
+            return None
+
+    def on_input(self, serialized: bytes) -> None:
+        now = self.get_clock().now().nanoseconds
+        stamp = self._stamp(serialized)
+        if stamp is None:
             return
-        self.window.update(time.monotonic(), (arrival_ns - stamp_ns) / 1e6)
+        self.counts["inputs"] += 1
+        self.transport.update(now / 1e9, (now - stamp) / 1e6)
+        self.pending[stamp] = now
+
+    def on_output(self, serialized: bytes) -> None:
+        now = self.get_clock().now().nanoseconds
+        stamp = self._stamp(serialized)
+        if stamp is None:
+            return
+        self.end_to_end.update(now / 1e9, (now - stamp) / 1e6)
+        if self.pending.pop(stamp, None) is None:
+            self.counts["unmatched"] += 1  # its input arrived before we started, or never reached us
+        else:
+            self.counts["answered"] += 1
+
+    def _expire(self) -> None:
+        horizon = self.get_clock().now().nanoseconds - int(self.params.answer_timeout * 1e9)
+        while self.pending and next(iter(self.pending.values())) < horizon:
+            self.pending.popitem(last=False)
+            self.counts["dropped"] += 1
 
     def report(self) -> None:
-        s = self.window.summary()
-        if not s.count:
-            self.get_logger().info(f"waiting for frames on {self.sub.topic_name}")
+        self._expire()
+        cam, e2e = self.transport.summary(), self.end_to_end.summary()
+        log = self.get_logger()
+        if not cam.count and not e2e.count:
+            log.info(f"waiting for frames on {self.image_sub.topic_name}")
         else:
-            self.get_logger().info(
-                f"{self.sub.topic_name}: {s.rate_hz:5.1f} fps | transport latency p50 {s.p50_ms:.2f} ms, "
-                f"p95 {s.p95_ms:.2f} ms, p99 {s.p99_ms:.2f} ms | received {self.window.total}")
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {self.sub.topic_name}",
-                                  message="receiving" if s.count else "no frames")
-        status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in s.as_dict().items()]
-        status.values.append(KeyValue(key="received", value=str(self.window.total)))
-        status.values.append(KeyValue(key="malformed", value=str(self.malformed)))
+            line = (f"{self.image_sub.topic_name} {cam.rate_hz:5.1f} fps, transport p50 {cam.p50_ms:.2f} ms "
+                    f"p95 {cam.p95_ms:.2f} ms p99 {cam.p99_ms:.2f} ms")
+            if e2e.count:
+                answered = self.counts["answered"] + self.counts["dropped"]
+                line += (f" | {self.output_sub.topic_name} {e2e.rate_hz:5.1f} fps, end-to-end p50 {e2e.p50_ms:.1f} ms "
+                         f"p95 {e2e.p95_ms:.1f} ms p99 {e2e.p99_ms:.1f} ms | dropped {self.counts['dropped']}"
+                         f"/{answered}")
+            log.info(line)
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: end to end",
+                                  message="receiving" if cam.count or e2e.count else "no frames")
+        values = {**{f"input_{k}": v for k, v in cam.as_dict().items()},
+                  **{f"end_to_end_{k}": v for k, v in e2e.as_dict().items()}}
+        status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
+        status.values += [KeyValue(key=k, value=str(v)) for k, v in self.counts.items()]
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
-        self.window.reset()
+        self.transport.reset()
+        self.end_to_end.reset()
 
 
 def main(args=None) -> int:

@@ -16,19 +16,19 @@ from typing import Optional
 PACKAGE = "multitask_perception"
 
 
-def config_file(name: str) -> Path:
-    """A file of config/: from the source tree, else from the installed package share."""
-    source = Path(__file__).resolve().parents[1] / "config" / name
+def package_file(folder: str, name: str) -> Path:
+    """A data file (config/, models/, launch/): from the source tree, else from the installed share."""
+    source = Path(__file__).resolve().parents[1] / folder / name
     if source.exists():
         return source
     from ament_index_python.packages import get_package_share_directory
 
-    return Path(get_package_share_directory(PACKAGE)) / "config" / name
+    return Path(get_package_share_directory(PACKAGE)) / folder / name
 
 
 def local_graph_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None) -> dict[str, str]:
     """Variables for a private, loopback-only ROS graph with the big-image DDS profile."""
-    profile = str(config_file("fastdds.xml"))
+    profile = str(package_file("config", "fastdds.xml"))
     return {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(domain_id if domain_id is not None else 1 + os.getpid() % 100),

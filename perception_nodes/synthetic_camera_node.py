@@ -66,8 +66,8 @@ def camera_info_msg(width: int, height: int, horizontal_fov_deg: float) -> Camer
 
 
 class SyntheticCamera(Node):
-    def __init__(self) -> None:
-        super().__init__("synthetic_camera")
+    def __init__(self, **node_options) -> None:
+        super().__init__("synthetic_camera", **node_options)
         self.params = declare_params(self, SyntheticCameraParams)
         p = self.params
         image_qos = qos_from_params(p.reliability, p.depth)

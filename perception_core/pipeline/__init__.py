@@ -1,0 +1,1 @@
+"""Per-frame pipeline: letterbox, pure stage functions, StageTimer and the Pipeline."""

@@ -1,0 +1,190 @@
+"""The multitask perception node: one engine per frame -> segmentation mask + 2D detections.
+
+Frames arrive on the executor thread and are only parked in a one-slot mailbox; a worker thread
+runs the Pipeline on the newest parked frame. Under overload a newer frame replaces an
+unprocessed one, so no queue grows and latency stays bounded; every replaced frame is counted
+as a drop and reported. Inference releases the GIL, so receiving never waits for the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from perception_core.codec import ImageDecodeError
+from perception_core.engines import ENGINES
+from perception_core.pipeline.pipeline import Pipeline
+from perception_core.pipeline.timing import StageTimer
+from perception_core.visualize import draw_overlay
+from perception_nodes.conversions import (
+    array_to_image_msg,
+    class_mask_to_image_msg,
+    detections_to_msg,
+    label_info_msg,
+    msg_to_encoded,
+)
+from perception_nodes.params import RELIABILITY_CHOICES, declare_params, param, qos_from_params
+from perception_nodes.ros_env import package_file
+from perception_nodes.runner import run_node
+
+# Reliable keep-last outputs match both reliable and best-effort subscribers (rviz, echo, bags).
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+NODE_STAGES = ("publish", "overlay", "total")
+
+
+@dataclass(frozen=True)
+class MultitaskNodeParams:
+    model: str = param("", "Path to an ONNX model with its .json sidecar; empty = bundled multitask.onnx.")
+    engine: str = param("onnxruntime", "Inference engine.", choices=ENGINES)
+    threads: int = param(2, "Intra-op threads of the engine.", range=(1, 64))
+    score_threshold: float = param(0.3, "Detections below this score are not published.", range=(0.0, 1.0))
+    max_detections: int = param(100, "At most this many detections per frame (best first).", range=(0, 1000))
+    transport: str = param("raw", "Subscribe to 'image' (raw) or 'image/compressed'.", choices=("raw", "compressed"))
+    reliability: str = param("best_effort", "Input QoS reliability (best_effort matches every camera).",
+                             choices=RELIABILITY_CHOICES)
+    depth: int = param(1, "Input QoS history depth; 1 keeps only the newest frame.", range=(1, 100))
+    overlay: bool = param(True, "Offer the overlay topic (drawn only while someone subscribes).")
+    diagnostics_period: float = param(1.0, "Seconds between /diagnostics reports.", range=(0.1, 60.0))
+
+
+class MultitaskNode(Node):
+    def __init__(self, **node_options) -> None:
+        super().__init__("multitask_perception", **node_options)
+        self.params = p = declare_params(self, MultitaskNodeParams)
+        model_path = p.model or str(package_file("models", "multitask.onnx"))
+        self.pipeline = Pipeline.from_model_files([model_path], engine=p.engine, threads=p.threads,
+                                                  score_threshold=p.score_threshold, max_detections=p.max_detections)
+        self.node_timer = StageTimer(NODE_STAGES)
+        self.seg_pub = self.create_publisher(Image, "segmentation", OUTPUT_QOS)
+        self.det_pub = self.create_publisher(Detection2DArray, "detections", OUTPUT_QOS)
+        self.label_pub = self.create_publisher(LabelInfo, "segmentation/label_info", LATCHED_QOS)
+        self.overlay_pub = self.create_publisher(Image, "overlay", OUTPUT_QOS) if p.overlay else None
+        self.timings_pub = self.create_publisher(DiagnosticStatus, "~/stage_timings", OUTPUT_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.label_pub.publish(label_info_msg(self.pipeline.seg_classes, Header(), p.score_threshold))
+
+        self.counts = dict.fromkeys(("received", "processed", "dropped", "malformed", "errors", "overlays"), 0)
+        self.last_counts = dict(self.counts)
+        self.last_error = ""
+        self._mailbox = None
+        self._wake = threading.Condition()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
+        self._worker.start()
+
+        msg_type, topic = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
+        self.image_sub = self.create_subscription(msg_type, topic, self.on_image,
+                                                  qos_from_params(p.reliability, p.depth))
+        self.diag_timer = self.create_timer(p.diagnostics_period, self.publish_diagnostics)
+        self.get_logger().info(
+            f"{self.pipeline.model_names} on {self.pipeline.engine_name} ({self.pipeline.precision}, "
+            f"{p.threads} threads), input {self.pipeline.input_hw}; listening on {self.image_sub.topic_name}")
+
+    def on_image(self, msg) -> None:
+        """Park the newest frame for the worker; a frame it never got to is a drop."""
+        with self._wake:
+            self.counts["received"] += 1
+            if self._mailbox is not None:
+                self.counts["dropped"] += 1
+            self._mailbox = (msg, time.perf_counter())
+            self._wake.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._mailbox is not None or not self._running)
+                if not self._running:
+                    return
+                (msg, received), self._mailbox = self._mailbox, None
+            try:
+                self.process(msg, received)
+            except Exception as exc:  # keep serving frames; the failure is counted and reported
+                self.counts["errors"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(f"frame failed: {self.last_error}", throttle_duration_sec=5.0)
+
+    def process(self, msg, received: float) -> None:
+        try:
+            result = self.pipeline.run(msg_to_encoded(msg))
+        except ImageDecodeError as exc:
+            self.counts["malformed"] += 1
+            self.last_error = str(exc)
+            self.get_logger().warning(f"dropped a malformed frame: {exc}", throttle_duration_sec=5.0)
+            return
+        t = self.node_timer.start()
+        self.publish_outputs(msg.header, result)
+        t = self.node_timer.lap("publish", t)
+        self.node_timer.record("total", (t - received) * 1e3)
+        if self.overlay_pub is not None and self.overlay_pub.get_subscription_count() > 0:
+            self.publish_overlay(msg.header, result)
+            self.node_timer.lap("overlay", t)
+        self.counts["processed"] += 1
+        self.publish_stage_timings(msg.header, result.timings_ms)
+
+    def publish_outputs(self, header: Header, result) -> None:
+        if result.class_mask is not None:
+            self.seg_pub.publish(class_mask_to_image_msg(result.class_mask, header, len(self.pipeline.seg_classes)))
+        if result.detections is not None:
+            self.det_pub.publish(detections_to_msg(result.detections, header, self.pipeline.det_classes))
+
+    def publish_overlay(self, header: Header, result) -> None:
+        """Drawn after the outputs are out, so a viewer never delays them."""
+        picture = draw_overlay(result.image, result.class_mask, result.detections, self.pipeline.seg_colors_bgr,
+                               self.pipeline.det_classes)
+        self.overlay_pub.publish(array_to_image_msg(picture, "bgr8", header))
+        self.counts["overlays"] += 1
+
+    def publish_stage_timings(self, header: Header, timings_ms: dict[str, float]) -> None:
+        status = DiagnosticStatus(name=self.get_fully_qualified_name(), hardware_id=header.frame_id,
+                                  message=f"{header.stamp.sec}.{header.stamp.nanosec:09d}")
+        values = {**timings_ms, **self.node_timer.last_ms}
+        status.values = [KeyValue(key=f"{k}_ms", value=f"{v:.4f}") for k, v in values.items()]
+        self.timings_pub.publish(status)
+
+    def publish_diagnostics(self) -> None:
+        counts, period = dict(self.counts), self.params.diagnostics_period
+        delta = {k: counts[k] - self.last_counts[k] for k in counts}
+        self.last_counts = counts
+        level, message = DiagnosticStatus.OK, "ok"
+        if delta["dropped"] or delta["malformed"] or delta["errors"]:
+            level = DiagnosticStatus.WARN
+            message = (f"{delta['dropped']} dropped, {delta['malformed']} malformed, {delta['errors']} failed "
+                       f"in the last {period:g} s")
+        elif not delta["received"]:
+            message = "waiting for images"
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
+                                  hardware_id=self.pipeline.engine_name)
+        values = {"engine": self.pipeline.engine_name, "precision": self.pipeline.precision,
+                  "model": self.pipeline.model_names, "fps_in": f"{delta['received'] / period:.2f}",
+                  "fps_out": f"{delta['processed'] / period:.2f}", **{k: str(v) for k, v in counts.items()},
+                  "last_error": self.last_error}
+        summaries = {**self.pipeline.timer.summary(), **self.node_timer.summary()}
+        for stage, s in summaries.items():
+            values.update({f"{stage}_p50_ms": f"{s.p50_ms:.3f}", f"{stage}_p95_ms": f"{s.p95_ms:.3f}",
+                           f"{stage}_p99_ms": f"{s.p99_ms:.3f}"})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+    def destroy_node(self) -> None:
+        with self._wake:
+            self._running = False
+            self._wake.notify()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    return run_node(MultitaskNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
