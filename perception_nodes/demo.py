@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +22,7 @@ from sensor_msgs.msg import Image
 
 from perception_core.pipeline.pipeline import STAGES
 from perception_nodes.conversions import image_msg_to_bgr
+from perception_nodes.processes import start_node, stop_nodes
 from perception_nodes.ros_env import local_graph_env
 
 NODES = {
@@ -34,42 +31,6 @@ NODES = {
     "monitor": "perception_nodes.latency_monitor_node",
     "evaluator": "perception_nodes.evaluator_node",
 }
-
-
-class NodeProcesses:
-    """The demo's node processes, their output streamed with a name prefix."""
-
-    def __init__(self, env: dict[str, str], params: dict[str, list[str]]) -> None:
-        self.processes: dict[str, subprocess.Popen] = {}
-        for name, module in NODES.items():
-            args = [a for p in params.get(name, []) for a in ("-p", p)]
-            cmd = [sys.executable, "-m", module, "--ros-args", *args]
-            process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            threading.Thread(target=self._stream, args=(name, process), daemon=True).start()
-            self.processes[name] = process
-
-    @staticmethod
-    def _stream(name: str, process: subprocess.Popen) -> None:
-        for line in process.stdout:
-            print(f"[{name:>10}] {line.rstrip()}", flush=True)
-
-    def crashed(self) -> list[str]:
-        return [name for name, p in self.processes.items() if p.poll() is not None]
-
-    def stop(self) -> list[str]:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        failures = []
-        for name, process in self.processes.items():
-            try:
-                code = process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-            if code != 0:
-                failures.append(f"{name} exited with status {code}")
-        return failures
 
 
 class Observer:
@@ -97,7 +58,7 @@ class Observer:
                 self.node.destroy_subscription(self.overlay_sub)
 
     def find(self, prefix: str) -> dict[str, str]:
-        return next((v for k, v in self.status.items() if k.startswith(prefix)), {})
+        return next((v for k, v in self.status.items() if k.lstrip("/").startswith(prefix)), {})
 
 
 def print_report(observer: Observer) -> bool:
@@ -146,8 +107,9 @@ def main(argv=None) -> int:
     observer = Observer(context, args.out, overlays=3)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(observer.node)
-    nodes = NodeProcesses(dict(os.environ), {"camera": [f"rate:={args.rate}"],
-                                           "perception": [f"model:={args.model}"] if args.model else []})
+    params = {"camera": [f"rate:={args.rate}"], "perception": [f"model:={args.model}"] if args.model else []}
+    nodes = {name: start_node(module, params.get(name, []), dict(os.environ), prefix=name)
+             for name, module in NODES.items()}
     failures, deadline = [], None
     try:
         start = time.monotonic()
@@ -159,8 +121,9 @@ def main(argv=None) -> int:
                       flush=True)
             if deadline is not None and time.monotonic() > deadline:
                 break
-            if nodes.crashed():
-                failures.append(f"{', '.join(nodes.crashed())} stopped early")
+            crashed = [name for name, process in nodes.items() if process.poll() is not None]
+            if crashed:
+                failures.append(f"{', '.join(crashed)} stopped early")
                 break
             if deadline is None and time.monotonic() - start > 120:
                 failures.append("no outputs within 120 s")
@@ -169,7 +132,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         ok = False
     finally:
-        failures += nodes.stop()
+        failures += stop_nodes(nodes)
         executor.shutdown()
         observer.node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -39,6 +39,7 @@ from perception_nodes.runner import run_node
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NODE_STAGES = ("publish", "overlay", "total")
+COUNTERS = ("received", "processed", "dropped", "malformed", "errors", "overlays")
 
 
 @dataclass(frozen=True)
@@ -54,94 +55,124 @@ class MultitaskNodeParams:
     depth: int = param(1, "Input QoS history depth; 1 keeps only the newest frame.", range=(1, 100))
     overlay: bool = param(True, "Offer the overlay topic (drawn only while someone subscribes).")
     diagnostics_period: float = param(1.0, "Seconds between /diagnostics reports.", range=(0.1, 60.0))
+    cameras: tuple = param(("",), "Camera namespaces served by the one engine, e.g. ['front', 'rear'] -> "
+                           "front/image -> front/segmentation, ...; [''] = topics without a prefix.")
+
+
+class CameraStream:
+    """One camera's topics, its one-slot mailbox and its counters; topics live under ``prefix``."""
+
+    def __init__(self, node: MultitaskNode, prefix: str) -> None:
+        p = node.params
+        topic = (lambda name: f"{prefix}/{name}") if prefix else (lambda name: name)
+        self.name = prefix or "camera"
+        self.seg_pub = node.create_publisher(Image, topic("segmentation"), OUTPUT_QOS)
+        self.det_pub = node.create_publisher(Detection2DArray, topic("detections"), OUTPUT_QOS)
+        self.label_pub = node.create_publisher(LabelInfo, topic("segmentation/label_info"), LATCHED_QOS)
+        self.overlay_pub = node.create_publisher(Image, topic("overlay"), OUTPUT_QOS) if p.overlay else None
+        self.label_pub.publish(label_info_msg(node.pipeline.seg_classes, Header(), p.score_threshold))
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.mailbox = None  # (message, perf_counter at arrival) of the newest unprocessed frame
+        msg_type, image = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
+        self.sub = node.create_subscription(msg_type, topic(image), lambda msg: node.on_image(self, msg),
+                                            qos_from_params(p.reliability, p.depth))
 
 
 class MultitaskNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("multitask_perception", **node_options)
         self.params = p = declare_params(self, MultitaskNodeParams)
+        if len(set(p.cameras)) != len(p.cameras):
+            raise ValueError(f"parameter 'cameras' lists a camera twice: {list(p.cameras)}")
         model_path = p.model or str(package_file("models", "multitask.onnx"))
         self.pipeline = Pipeline.from_model_files([model_path], engine=p.engine, threads=p.threads,
                                                   score_threshold=p.score_threshold, max_detections=p.max_detections)
         self.node_timer = StageTimer(NODE_STAGES)
-        self.seg_pub = self.create_publisher(Image, "segmentation", OUTPUT_QOS)
-        self.det_pub = self.create_publisher(Detection2DArray, "detections", OUTPUT_QOS)
-        self.label_pub = self.create_publisher(LabelInfo, "segmentation/label_info", LATCHED_QOS)
-        self.overlay_pub = self.create_publisher(Image, "overlay", OUTPUT_QOS) if p.overlay else None
         self.timings_pub = self.create_publisher(DiagnosticStatus, "~/stage_timings", OUTPUT_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.label_pub.publish(label_info_msg(self.pipeline.seg_classes, Header(), p.score_threshold))
-
-        self.counts = dict.fromkeys(("received", "processed", "dropped", "malformed", "errors", "overlays"), 0)
-        self.last_counts = dict(self.counts)
         self.last_error = ""
-        self._mailbox = None
         self._wake = threading.Condition()
         self._running = True
+        self.streams = [CameraStream(self, prefix) for prefix in p.cameras]
+        self._next = 0  # round-robin start, so a busy camera cannot starve the others
+        self.last_counts = self.counts
         self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
         self._worker.start()
-
-        msg_type, topic = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
-        self.image_sub = self.create_subscription(msg_type, topic, self.on_image,
-                                                  qos_from_params(p.reliability, p.depth))
         self.diag_timer = self.create_timer(p.diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(
             f"{self.pipeline.model_names} on {self.pipeline.engine_name} ({self.pipeline.precision}, "
-            f"{p.threads} threads), input {self.pipeline.input_hw}; listening on {self.image_sub.topic_name}")
+            f"{p.threads} threads), input {self.pipeline.input_hw}; listening on "
+            f"{', '.join(s.sub.topic_name for s in self.streams)}")
 
-    def on_image(self, msg) -> None:
+    @property
+    def counts(self) -> dict[str, int]:
+        """Counters summed over cameras."""
+        return {k: sum(s.counts[k] for s in self.streams) for k in COUNTERS}
+
+    def on_image(self, stream: CameraStream, msg) -> None:
         """Park the newest frame for the worker; a frame it never got to is a drop."""
         with self._wake:
-            self.counts["received"] += 1
-            if self._mailbox is not None:
-                self.counts["dropped"] += 1
-            self._mailbox = (msg, time.perf_counter())
+            stream.counts["received"] += 1
+            if stream.mailbox is not None:
+                stream.counts["dropped"] += 1
+            stream.mailbox = (msg, time.perf_counter())
             self._wake.notify()
+
+    def _take_next(self):
+        """The next camera with a parked frame, round robin; call with the lock held."""
+        for offset in range(len(self.streams)):
+            stream = self.streams[(self._next + offset) % len(self.streams)]
+            if stream.mailbox is not None:
+                self._next = (self._next + offset + 1) % len(self.streams)
+                parked, stream.mailbox = stream.mailbox, None
+                return stream, parked
+        return None
 
     def _work(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._mailbox is not None or not self._running)
+                self._wake.wait_for(lambda: not self._running or any(s.mailbox is not None for s in self.streams))
                 if not self._running:
                     return
-                (msg, received), self._mailbox = self._mailbox, None
+                stream, (msg, received) = self._take_next()
             try:
-                self.process(msg, received)
+                self.process(stream, msg, received)
             except Exception as exc:  # keep serving frames; the failure is counted and reported
-                self.counts["errors"] += 1
+                stream.counts["errors"] += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.get_logger().error(f"frame failed: {self.last_error}", throttle_duration_sec=5.0)
 
-    def process(self, msg, received: float) -> None:
+    def process(self, stream: CameraStream, msg, received: float) -> None:
         try:
             result = self.pipeline.run(msg_to_encoded(msg))
         except ImageDecodeError as exc:
-            self.counts["malformed"] += 1
-            self.last_error = str(exc)
-            self.get_logger().warning(f"dropped a malformed frame: {exc}", throttle_duration_sec=5.0)
+            stream.counts["malformed"] += 1
+            self.last_error = f"{stream.name}: {exc}"
+            self.get_logger().warning(f"dropped a malformed frame from {stream.name}: {exc}",
+                                      throttle_duration_sec=5.0)
             return
         t = self.node_timer.start()
-        self.publish_outputs(msg.header, result)
+        self.publish_outputs(stream, msg.header, result)
         t = self.node_timer.lap("publish", t)
         self.node_timer.record("total", (t - received) * 1e3)
-        if self.overlay_pub is not None and self.overlay_pub.get_subscription_count() > 0:
-            self.publish_overlay(msg.header, result)
+        if stream.overlay_pub is not None and stream.overlay_pub.get_subscription_count() > 0:
+            self.publish_overlay(stream, msg.header, result)
             self.node_timer.lap("overlay", t)
-        self.counts["processed"] += 1
+        stream.counts["processed"] += 1
         self.publish_stage_timings(msg.header, result.timings_ms)
 
-    def publish_outputs(self, header: Header, result) -> None:
+    def publish_outputs(self, stream: CameraStream, header: Header, result) -> None:
         if result.class_mask is not None:
-            self.seg_pub.publish(class_mask_to_image_msg(result.class_mask, header, len(self.pipeline.seg_classes)))
+            stream.seg_pub.publish(class_mask_to_image_msg(result.class_mask, header, len(self.pipeline.seg_classes)))
         if result.detections is not None:
-            self.det_pub.publish(detections_to_msg(result.detections, header, self.pipeline.det_classes))
+            stream.det_pub.publish(detections_to_msg(result.detections, header, self.pipeline.det_classes))
 
-    def publish_overlay(self, header: Header, result) -> None:
+    def publish_overlay(self, stream: CameraStream, header: Header, result) -> None:
         """Drawn after the outputs are out, so a viewer never delays them."""
         picture = draw_overlay(result.image, result.class_mask, result.detections, self.pipeline.seg_colors_bgr,
                                self.pipeline.det_classes)
-        self.overlay_pub.publish(array_to_image_msg(picture, "bgr8", header))
-        self.counts["overlays"] += 1
+        stream.overlay_pub.publish(array_to_image_msg(picture, "bgr8", header))
+        stream.counts["overlays"] += 1
 
     def publish_stage_timings(self, header: Header, timings_ms: dict[str, float]) -> None:
         status = DiagnosticStatus(name=self.get_fully_qualified_name(), hardware_id=header.frame_id,
@@ -151,7 +182,7 @@ class MultitaskNode(Node):
         self.timings_pub.publish(status)
 
     def publish_diagnostics(self) -> None:
-        counts, period = dict(self.counts), self.params.diagnostics_period
+        counts, period = self.counts, self.params.diagnostics_period
         delta = {k: counts[k] - self.last_counts[k] for k in counts}
         self.last_counts = counts
         level, message = DiagnosticStatus.OK, "ok"
@@ -161,12 +192,15 @@ class MultitaskNode(Node):
                        f"in the last {period:g} s")
         elif not delta["received"]:
             message = "waiting for images"
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pipeline", message=message,
                                   hardware_id=self.pipeline.engine_name)
         values = {"engine": self.pipeline.engine_name, "precision": self.pipeline.precision,
                   "model": self.pipeline.model_names, "fps_in": f"{delta['received'] / period:.2f}",
                   "fps_out": f"{delta['processed'] / period:.2f}", **{k: str(v) for k, v in counts.items()},
                   "last_error": self.last_error}
+        if len(self.streams) > 1:
+            for stream in self.streams:
+                values.update({f"{stream.name}_{k}": str(v) for k, v in stream.counts.items() if k != "overlays"})
         summaries = {**self.pipeline.timer.summary(), **self.node_timer.summary()}
         for stage, s in summaries.items():
             values.update({f"{stage}_p50_ms": f"{s.p50_ms:.3f}", f"{stage}_p95_ms": f"{s.p95_ms:.3f}",

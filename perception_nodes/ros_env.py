@@ -23,7 +23,11 @@ def package_file(folder: str, name: str) -> Path:
         return source
     from ament_index_python.packages import get_package_share_directory
 
-    return Path(get_package_share_directory(PACKAGE)) / folder / name
+    try:
+        return Path(get_package_share_directory(PACKAGE)) / folder / name
+    except (LookupError, OSError) as exc:  # not installed, or no AMENT_PREFIX_PATH
+        raise FileNotFoundError(f"{folder}/{name} is neither at {source} nor in an installed {PACKAGE} share "
+                                f"({exc})") from exc
 
 
 def local_graph_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None) -> dict[str, str]:

@@ -111,7 +111,7 @@ def test_overlay_is_drawn_only_while_subscribed(harness):
     assert harness.wait_for("segmentation", 1)
     assert harness.node.counts["overlays"] == 0
     harness.subscribe(Image, "overlay")
-    spin_until(harness.executor, lambda: harness.node.overlay_pub.get_subscription_count() > 0, 10)
+    spin_until(harness.executor, lambda: harness.node.streams[0].overlay_pub.get_subscription_count() > 0, 10)
     harness.send(red_square_frame(), 2)
     assert harness.wait_for("overlay", 1)
     overlay = harness.received["overlay"][0]
@@ -124,10 +124,30 @@ def test_overload_keeps_the_newest_frame_and_counts_drops(harness):
     node = harness.node
     with node._wake:  # hold the worker off while frames arrive, as a slow engine would
         for stamp in range(1, 6):
-            node.on_image(array_to_image_msg(red_square_frame(), "bgr8",
-                                             Header(stamp=ns_to_stamp(stamp), frame_id="cam")))
+            node.on_image(node.streams[0], array_to_image_msg(red_square_frame(), "bgr8",
+                                                              Header(stamp=ns_to_stamp(stamp), frame_id="cam")))
     assert harness.wait_for("detections", 1)
     assert spin_until(harness.executor, lambda: node.counts["processed"] >= 1, 5)
     assert node.counts["dropped"] == 4
     stamp = harness.received["detections"][-1].header.stamp
     assert stamp.nanosec == 5  # the newest frame won
+
+
+def test_one_engine_serves_several_cameras_fairly(geometry_model):
+    """Two cameras, one node: outputs under each namespace, and a frame parked on each gets served."""
+    h = Harness(geometry_model, cameras=["front", "rear"])
+    try:
+        got = {"front": [], "rear": []}
+        for cam in got:
+            h.peer.create_subscription(Detection2DArray, f"{cam}/detections", got[cam].append, 10)
+        node = h.node
+        with node._wake:  # park one frame per camera while the worker is held off
+            for stream, stamp in zip(node.streams, (1, 2)):
+                node.on_image(stream, array_to_image_msg(red_square_frame(), "bgr8",
+                                                         Header(stamp=ns_to_stamp(stamp), frame_id=stream.name)))
+        assert spin_until(h.executor, lambda: got["front"] and got["rear"], 15)
+        assert got["front"][0].header.frame_id == "front" and got["rear"][0].header.frame_id == "rear"
+        assert node.counts["dropped"] == 0 and node.counts["processed"] == 2
+        assert [s.sub.topic_name for s in node.streams] == ["/front/image", "/rear/image"]
+    finally:
+        h.close()

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "multitask_perception"
-EXECUTABLES = ["synthetic_camera", "latency_monitor"]
+EXECUTABLES = ["multitask_node", "synthetic_camera", "latency_monitor", "stage_profiler", "evaluator"]
 
 
 def test_package_xml_is_format_3_with_real_dependencies():
@@ -48,7 +48,9 @@ def test_data_files_installed_in_share(colcon_install):
     assert (colcon_install / "share" / "ament_index" / "resource_index" / "packages" / PKG).is_file()
 
 
-@pytest.mark.parametrize("name,bad", [("synthetic_camera", "width:=0"), ("latency_monitor", "window:=1")])
+@pytest.mark.parametrize("name,bad", [("synthetic_camera", "width:=0"), ("latency_monitor", "window:=1"),
+                                      ("multitask_node", "threads:=0"), ("evaluator", "report_period:=0.0"),
+                                      ("stage_profiler", "frames:=0")])
 def test_installed_executable_runs(colcon_install, name, bad):
     """The installed script imports everything from the install tree and refuses a bad parameter."""
     site = next(colcon_install.glob("lib/python3*/site-packages"))

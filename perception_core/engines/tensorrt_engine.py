@@ -181,3 +181,21 @@ class TensorRTEngine:
             self._cudart.cudaFree(pointer)
         if getattr(self, "_stream", None) is not None:
             self._cudart.cudaStreamDestroy(self._stream)
+
+
+def main(argv=None) -> int:
+    """``python -m perception_core build-engine``: build (or find) the cached plan for a model."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m perception_core build-engine", description=main.__doc__)
+    parser.add_argument("--model", default="models/multitask.onnx", help="ONNX file (QDQ model for int8)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    args = parser.parse_args(argv)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        print(f"build-engine needs TensorRT (JetPack or the tensorrt wheels with their libs): {exc}", file=sys.stderr)
+        return 2
+    print(cached_plan(args.model, args.precision, args.cache_dir))
+    return 0

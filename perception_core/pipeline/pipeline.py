@@ -70,7 +70,9 @@ class Pipeline:
             try:
                 runner = load_engine(spec, engine=engine, threads=threads)
                 runner.warmup()
-            except (RuntimeError, OSError) as exc:  # e.g. ONNX Runtime's InvalidProtobuf / Fail
+            except ValueError:
+                raise
+            except Exception as exc:  # ONNX Runtime's errors (InvalidArgument, Fail, ...) derive from Exception
                 raise ValueError(f"cannot load model {spec.model_path} with {engine}: {exc}") from exc
             models.append((runner, spec))
         return cls(models, **kwargs)

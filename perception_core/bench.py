@@ -1,0 +1,197 @@
+"""``make bench``: multitask vs separate models vs INT8, and the node end to end, in one run.
+
+Everything is compared on the same frames in the same run, as ratios, with p50/p95/p99:
+- latency per stage and in total, the configurations interleaved frame by frame;
+- accuracy of each configuration on those frames (mIoU, mAP50 with every peak kept);
+- peak RSS of each configuration in a process of its own, above an empty-runtime baseline;
+- parameters (from the ONNX initializers);
+- the node as deployed: camera process -> node process -> observer (perception_nodes.graph_bench,
+  run as a subprocess so this module stays free of ROS).
+Writes ``bench/results.json``, ``bench/results.md`` and ``bench/bench.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perception_core.metrics.detection import DetectionMetric
+from perception_core.metrics.segmentation import SegmentationMetric
+from perception_core.pipeline.pipeline import Pipeline
+from perception_core.profiling import (
+    TOTAL,
+    FrameSet,
+    format_table,
+    plot_stage_bars,
+    simulator_frames,
+    summarize_samples,
+    time_pipelines,
+)
+
+CONFIGURATIONS = {
+    "multitask fp32": ("multitask.onnx",),
+    "separate fp32": ("seg_only.onnx", "det_only.onnx"),
+    "multitask int8": ("multitask_int8.onnx",),
+}
+MAP_SCORE_THRESHOLD = 0.01  # mAP needs the whole precision/recall curve, not the node's threshold
+
+
+def onnx_parameters(path: Path) -> int:
+    """Number of weights stored in an ONNX file's initializers (QDQ scales and zero points included)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(sum(np.prod(init.dims, dtype=np.int64) for init in model.graph.initializer))
+
+
+def accuracy(pipeline: Pipeline, frames: FrameSet) -> dict[str, float]:
+    """mIoU / mAP of one pipeline on the frames' ground truth (heads it lacks are None)."""
+    seg = SegmentationMetric(pipeline.seg_classes) if pipeline.seg_classes else None
+    det = DetectionMetric(pipeline.det_classes) if pipeline.det_classes else None
+    threshold, pipeline.score_threshold = pipeline.score_threshold, MAP_SCORE_THRESHOLD
+    try:
+        for encoded, truth in zip(frames.encoded, frames.truth):
+            result = pipeline.run(encoded)
+            if seg is not None:
+                seg.update(result.class_mask, truth.class_mask)
+            if det is not None:
+                det.update(result.detections, truth.detections)
+    finally:
+        pipeline.score_threshold = threshold
+    det_result = det.compute() if det else None
+    return {"miou": seg.compute().miou if seg else None, "map50": det_result.map50 if det_result else None,
+            "map50_95": det_result.map50_95 if det_result else None}
+
+
+def memory_probe(model_paths: list[str], frames: int, threads: int) -> dict[str, float]:
+    """Run in a fresh process: peak RSS after loading the models (if any) and running ``frames`` frames."""
+    frame_set = simulator_frames(frames)
+    if model_paths:
+        pipeline = Pipeline.from_model_files(model_paths, threads=threads)
+        for encoded in frame_set.encoded:
+            pipeline.run(encoded)
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_memory(model_paths: list[Path], frames: int, threads: int) -> float:
+    cmd = [sys.executable, "-m", "perception_core.bench", "--memory-probe", *map(str, model_paths),
+           "--frames", str(frames), "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def ratio(a, b):
+    return float(a / b) if a is not None and b else None
+
+
+def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph: bool, seconds: float) -> dict:
+    started = time.monotonic()
+    paths = {name: [models_dir / f for f in files] for name, files in CONFIGURATIONS.items()}
+    print(f"[bench] rendering {frames} validation frames (640x480 bgr8)", flush=True)
+    frame_set = simulator_frames(frames)
+    pipelines = {name: Pipeline.from_model_files(p, threads=threads) for name, p in paths.items()}
+    print(f"[bench] timing {len(pipelines)} configurations, interleaved frame by frame, {threads} threads", flush=True)
+    latency = summarize_samples(time_pipelines(pipelines, frame_set, warmup=5, repeats=2))
+    print(format_table(latency), flush=True)
+    print("[bench] accuracy on the same frames", flush=True)
+    acc = {name: accuracy(p, frame_set) for name, p in pipelines.items()}
+    del pipelines
+    print("[bench] peak RSS, each configuration in its own process", flush=True)
+    baseline = measure_memory([], 20, threads)
+    memory = {name: measure_memory(p, 20, threads) - baseline for name, p in paths.items()}
+    params = {name: sum(onnx_parameters(m) for m in p) for name, p in paths.items()}
+
+    p50 = {name: latency[name][TOTAL].p50_ms for name in latency}
+    infer50 = {name: latency[name]["infer"].p50_ms for name in latency}
+    results = {
+        "frames": frame_set.description, "threads": threads, "machine": "2-core shared CPU (see note)",
+        "configurations": {name: {
+            "models": list(CONFIGURATIONS[name]), "parameters": params[name],
+            "latency_ms": {stage: s.as_dict() for stage, s in latency[name].items()},
+            "rss_above_baseline_mib": memory[name], **acc[name]} for name in CONFIGURATIONS},
+        "baseline_rss_mib": baseline,
+        "ratios": {
+            "latency_multitask_over_separate": ratio(p50["multitask fp32"], p50["separate fp32"]),
+            "infer_multitask_over_separate": ratio(infer50["multitask fp32"], infer50["separate fp32"]),
+            "memory_multitask_over_separate": ratio(memory["multitask fp32"], memory["separate fp32"]),
+            "parameters_multitask_over_separate": ratio(params["multitask fp32"], params["separate fp32"]),
+            "int8_over_fp32": ratio(infer50["multitask int8"], infer50["multitask fp32"]),
+            "int8_over_fp32_total": ratio(p50["multitask int8"], p50["multitask fp32"]),
+        },
+    }
+    if graph:
+        print("[bench] the node end to end: camera process -> node process -> observer", flush=True)
+        graph_json = out_dir / "graph.json"
+        subprocess.run([sys.executable, "-m", "perception_nodes.graph_bench", "--model",
+                        str(models_dir / "multitask.onnx"), "--json", str(graph_json), "--seconds", str(seconds),
+                        "--threads", str(threads)], check=True)
+        results["node"] = json.loads(graph_json.read_text())
+        results["multicamera"] = results["node"].pop("multicamera")
+    results["seconds"] = time.monotonic() - started
+    write_outputs(results, latency, out_dir)
+    return results
+
+
+def write_outputs(results: dict, latency, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    lines = [f"# Benchmark: {results['frames']}, {results['threads']} threads", "",
+             "| configuration | params | total p50 / p95 / p99 ms | infer p50 ms | RSS above baseline MiB "
+             "| mIoU | mAP50 |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, c in results["configurations"].items():
+        t = c["latency_ms"][TOTAL]
+        lines.append(f"| {name} | {c['parameters']:,} | {t['p50_ms']:.2f} / {t['p95_ms']:.2f} / {t['p99_ms']:.2f} "
+                     f"| {c['latency_ms']['infer']['p50_ms']:.2f} | {c['rss_above_baseline_mib']:.1f} "
+                     f"| {fmt(c['miou'])} | {fmt(c['map50'])} |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {fmt(v)} |" for k, v in results["ratios"].items()]
+    node = results.get("node")
+    if node:
+        lines += ["", "| node (camera -> node -> observer, 640x480) | value |", "|---|---|"]
+        for key in ("engine_infer_p50_ms", "node_total_p50_ms", "overhead_ratio", "e2e_over_engine",
+                    "pre_post_ms_640x480", "pre_post_ms_1080p", "max_fps_without_drops", "overload_p99_over_p50",
+                    "first_output_s"):
+            lines.append(f"| {key} | {fmt(node.get(key))} |")
+        o = node["overload"]
+        lines.append(f"| overload RSS start -> end MiB | {o['rss_mib_start']:.1f} -> {o['rss_mib_end']:.1f} |")
+        m = results["multicamera"]
+        lines += ["", f"| 2 cameras at {m['camera_rate']:g} Hz | one node (one engine) | two nodes |", "|---|---|---|",
+                  f"| node RSS MiB | {m['one_node']['node_rss_mib']:.0f} | {m['two_nodes']['node_rss_mib']:.0f} |"]
+        for cam in m["one_node"]["cameras"]:
+            one, two = m["one_node"]["cameras"][cam], m["two_nodes"]["cameras"][cam]
+            lines.append(f"| {cam} fps / e2e p50 / p99 ms | {one['fps_out']:.1f} / {one['e2e_p50_ms']:.1f} / "
+                         f"{one['e2e_p99_ms']:.1f} | {two['fps_out']:.1f} / {two['e2e_p50_ms']:.1f} / "
+                         f"{two['e2e_p99_ms']:.1f} |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    plot_stage_bars(latency, out_dir / "bench.png", f"per-stage p50 (bar) and total p95 (tick): {results['frames']}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m perception_core bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models")
+    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each node measurement")
+    parser.add_argument("--no-graph", action="store_true", help="skip the node end-to-end part")
+    parser.add_argument("--memory-probe", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe is not None:
+        print(json.dumps(memory_probe(args.memory_probe, args.frames, args.threads)))
+        return 0
+    results = run_bench(args.models, args.out, args.frames, args.threads, not args.no_graph, args.seconds)
+    print((args.out / "results.md").read_text())
+    print(f"[bench] wrote {args.out}/results.json, results.md, bench.png in {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

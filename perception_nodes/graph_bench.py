@@ -1,0 +1,250 @@
+"""The node measured as it runs: camera process -> multitask node process -> observer (this process).
+
+Called by ``python -m perception_core bench`` (which stays free of ROS) and writes one JSON object:
+the node's overhead over the bare engine, end-to-end latency over the bare engine, Python
+decode + pre + post cost at 640x480 and 1080p, the highest camera rate served with no drops, the
+latency spread and memory under 2x overload, and the time to first output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from vision_msgs.msg import Detection2DArray
+
+from perception_core.pipeline.pipeline import Pipeline
+from perception_core.profiling import profile_stages, simulator_frames
+from perception_nodes.latency_monitor_node import stamp_ns_from_cdr
+from perception_nodes.processes import start_node, stop_nodes
+from perception_nodes.ros_env import local_graph_env
+
+PRE_POST = ("decode", "preprocess", "postprocess_seg", "postprocess_det")
+NODE_STATUS = "multitask_perception: pipeline"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Observer:
+    """Receives the node's detections (raw CDR, stamp only) and its /diagnostics."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("graph_bench", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.latencies_ms: list[float] = []  # every watched topic
+        self.per_topic: dict[str, list[float]] = {}
+        self.status: dict[str, str] = {}
+        self.statuses: dict[str, dict[str, str]] = {}  # by status name: one per node when several run
+        self.watch("detections")
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
+
+    def watch(self, topic: str) -> None:
+        """Record camera stamp -> arrival latency of every message on ``topic`` (a Detection2DArray)."""
+        samples = self.per_topic.setdefault(topic, [])
+
+        def on_output(serialized: bytes) -> None:
+            latency = (time.time_ns() - stamp_ns_from_cdr(serialized)) / 1e6
+            samples.append(latency)
+            self.latencies_ms.append(latency)
+
+        self.node.create_subscription(Detection2DArray, topic, on_output,
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT), raw=True)
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(NODE_STATUS):
+                self.status = self.statuses[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not condition():
+            self.executor.spin_once(timeout_sec=0.02)
+        return condition()
+
+    def counter(self, key: str) -> int:
+        return int(self.status.get(key, 0))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def camera(rate: float, width: int = 640, height: int = 480, namespace: str = "") -> dict:
+    return {f"camera{namespace}": start_node("perception_nodes.synthetic_camera_node",
+                                             [f"rate:={rate}", f"width:={width}", f"height:={height}",
+                                              "loop_frames:=20"], namespace=namespace)}
+
+
+def measure_run(observer: Observer, seconds: float) -> dict:
+    """Latency and drops over ``seconds`` of an already-running camera -> node graph."""
+    observer.latencies_ms.clear()
+    dropped0, processed0 = observer.counter("dropped"), observer.counter("processed")
+    observer.spin_for(seconds)
+    lat = np.asarray(observer.latencies_ms)
+    observer.spin_for(1.2)  # one more diagnostics report, so the node's counters cover the window
+    return {"outputs": int(lat.size), "fps_out": lat.size / seconds,
+            "e2e_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "e2e_p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+            "e2e_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+            "dropped": observer.counter("dropped") - dropped0, "processed": observer.counter("processed") - processed0}
+
+
+def stage_p50(status: dict[str, str], stage: str) -> float:
+    return float(status.get(f"{stage}_p50_ms", "nan"))
+
+
+def run_multicamera(observer: Observer, model: str, threads: int, seconds: float, rate: float) -> dict:
+    """Two cameras served by one node (one engine) vs by two nodes (two engines): memory and latency."""
+    cameras = ("/cam0", "/cam1")
+    for cam in cameras:
+        observer.watch(f"{cam}/detections")
+    node_params = [f"model:={model}", f"threads:={threads}"]
+    results: dict = {"camera_rate": rate, "threads_per_node": threads}
+    for layout in ("one_node", "two_nodes"):
+        processes: dict = {}
+        try:
+            for cam in cameras:
+                processes.update(camera(rate, namespace=cam))
+            if layout == "one_node":
+                processes["node"] = start_node("perception_nodes.multitask_node",
+                                               node_params + ["cameras:=[cam0, cam1]"])
+            else:
+                for cam in cameras:
+                    processes[f"node{cam}"] = start_node("perception_nodes.multitask_node", node_params,
+                                                         namespace=cam)
+            observer.spin_until(lambda: all(observer.per_topic[f"{c}/detections"] for c in cameras), timeout=90)
+            observer.spin_for(2.0)
+            for cam in cameras:
+                observer.per_topic[f"{cam}/detections"].clear()
+            observer.spin_for(seconds)
+            per_camera = {}
+            for cam in cameras:
+                lat = np.asarray(observer.per_topic[f"{cam}/detections"])
+                per_camera[cam] = {"fps_out": lat.size / seconds, "e2e_p50_ms": float(np.percentile(lat, 50)),
+                                   "e2e_p99_ms": float(np.percentile(lat, 99))}
+            nodes = [p for name, p in processes.items() if name.startswith("node")]
+            results[layout] = {"cameras": per_camera, "node_rss_mib": sum(rss_mib(p.pid) for p in nodes),
+                               "nodes": len(nodes)}
+            print(f"[bench] {layout}: " + ", ".join(f"{c} {v['fps_out']:.1f} fps e2e p50 {v['e2e_p50_ms']:.1f} ms"
+                                                   for c, v in per_camera.items())
+                  + f", node RSS {results[layout]['node_rss_mib']:.0f} MiB", flush=True)
+        finally:
+            stop_nodes(processes)
+    one, two = results["one_node"], results["two_nodes"]
+    results["memory_one_over_two"] = one["node_rss_mib"] / two["node_rss_mib"]
+    results["latency_p50_one_over_two"] = (np.mean([v["e2e_p50_ms"] for v in one["cameras"].values()])
+                                           / np.mean([v["e2e_p50_ms"] for v in two["cameras"].values()]))
+    return results
+
+
+def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
+    # The bare engine on the same frames, in this process, right before the graph runs.
+    bare = Pipeline.from_model_files([model], threads=threads)
+    engine_p50 = profile_stages(bare, simulator_frames(40), warmup=5, repeats=2)["infer"].p50_ms
+    del bare
+    observer = Observer()
+    node_params = [f"model:={model}", f"threads:={threads}", "diagnostics_period:=1.0"]
+    results: dict = {"engine_infer_p50_ms": engine_p50}
+    processes: dict = {}
+    failures: list[str] = []
+    try:
+        # time to first output: camera already streaming, then the node starts
+        processes.update(camera(30.0))
+        observer.spin_for(3.0)
+        started = time.monotonic()
+        processes["node"] = start_node("perception_nodes.multitask_node", node_params)
+        observer.spin_until(lambda: observer.latencies_ms, timeout=60)
+        results["first_output_s"] = time.monotonic() - started
+        observer.spin_for(2.0)
+        steady = measure_run(observer, seconds)
+        status = dict(observer.status)
+        results["steady_30fps"] = steady
+        results["node_total_p50_ms"] = stage_p50(status, "total")
+        results["overhead_ratio"] = results["node_total_p50_ms"] / engine_p50
+        results["e2e_over_engine"] = steady["e2e_p50_ms"] / engine_p50
+        results["pre_post_ms_640x480"] = sum(stage_p50(status, s) for s in PRE_POST)
+        results["stage_p50_ms_640x480"] = {k[:-7]: float(v) for k, v in status.items() if k.endswith("_p50_ms")}
+
+        # highest camera rate served with no drops
+        served = []
+        for rate in rates:
+            stop_nodes({"camera": processes.pop("camera")})
+            processes.update(camera(rate))
+            observer.spin_for(3.0)
+            run_at = measure_run(observer, max(4.0, seconds / 2))
+            run_at["rate"] = rate
+            served.append(run_at)
+            print(f"[bench] camera {rate:g} Hz: {run_at['fps_out']:.1f} fps out, {run_at['dropped']} dropped, "
+                  f"e2e p50 {run_at['e2e_p50_ms']:.1f} ms", flush=True)
+        results["rate_sweep"] = served
+        ok = [r["rate"] for r in served if r["dropped"] == 0 and r["fps_out"] >= 0.9 * r["rate"]]
+        results["max_fps_without_drops"] = max(ok) if ok else 0.0
+
+        # 2x the node's capacity: bounded latency, flat memory
+        capacity = 1000.0 / max(results["node_total_p50_ms"], 1e-3)
+        overload_rate = min(2 * capacity, 240.0)
+        stop_nodes({"camera": processes.pop("camera")})
+        processes.update(camera(overload_rate))
+        observer.spin_for(3.0)
+        rss_before = rss_mib(processes["node"].pid)
+        overload = measure_run(observer, seconds)
+        rss_after = rss_mib(processes["node"].pid)
+        overload.update({"rate": overload_rate, "node_capacity_fps": capacity, "rss_mib_start": rss_before,
+                         "rss_mib_end": rss_after})
+        results["overload"] = overload
+        results["overload_p99_over_p50"] = overload["e2e_p99_ms"] / overload["e2e_p50_ms"]
+
+        # 1080p: the Python stages' cost at a larger camera resolution
+        stop_nodes({"camera": processes.pop("camera")})
+        processes.update(camera(15.0, 1920, 1080))
+        observer.spin_for(4.0)
+        measure_run(observer, max(4.0, seconds / 2))
+        results["pre_post_ms_1080p"] = sum(stage_p50(observer.status, s) for s in PRE_POST)
+        failures += stop_nodes(processes)
+        processes.clear()
+        results["multicamera"] = run_multicamera(observer, model, threads, seconds, rate=15.0)
+    finally:
+        failures += stop_nodes(processes)
+        observer.close()
+    results["process_failures"] = failures
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--json", required=True, type=Path)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 45.0, 60.0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    os.environ.update(local_graph_env())
+    results = run(args.model, args.seconds, args.rates, args.threads)
+    args.json.write_text(json.dumps(results, indent=1))
+    return 1 if results["process_failures"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
