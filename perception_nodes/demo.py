@@ -23,13 +23,14 @@ from sensor_msgs.msg import Image
 from perception_core.pipeline.pipeline import STAGES
 from perception_nodes.conversions import image_msg_to_bgr
 from perception_nodes.processes import start_node, stop_nodes
-from perception_nodes.ros_env import local_graph_env
+from perception_nodes.ros_env import local_graph_env, package_file
 
+# name -> (module, parameter file): the executables and YAML files of launch/simulation.launch.xml
 NODES = {
-    "camera": "perception_nodes.synthetic_camera_node",
-    "perception": "perception_nodes.multitask_node",
-    "monitor": "perception_nodes.latency_monitor_node",
-    "evaluator": "perception_nodes.evaluator_node",
+    "camera": ("perception_nodes.synthetic_camera_node", "synthetic_camera.param.yaml"),
+    "perception": ("perception_nodes.multitask_node", "multitask_node.param.yaml"),
+    "monitor": ("perception_nodes.latency_monitor_node", "latency_monitor.param.yaml"),
+    "evaluator": ("perception_nodes.evaluator_node", "evaluator.param.yaml"),
 }
 
 
@@ -108,8 +109,9 @@ def main(argv=None) -> int:
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(observer.node)
     params = {"camera": [f"rate:={args.rate}"], "perception": [f"model:={args.model}"] if args.model else []}
-    nodes = {name: start_node(module, params.get(name, []), dict(os.environ), prefix=name)
-             for name, module in NODES.items()}
+    nodes = {name: start_node(module, params.get(name, []), dict(os.environ), prefix=name,
+                              params_file=str(package_file("config", yaml_file)))
+             for name, (module, yaml_file) in NODES.items()}
     failures, deadline = [], None
     try:
         start = time.monotonic()

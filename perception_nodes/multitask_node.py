@@ -138,6 +138,8 @@ class MultitaskNode(Node):
             try:
                 self.process(stream, msg, received)
             except Exception as exc:  # keep serving frames; the failure is counted and reported
+                if not self.context.ok():  # Ctrl-C / shutdown while a frame was in flight
+                    return
                 stream.counts["errors"] += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.get_logger().error(f"frame failed: {self.last_error}", throttle_duration_sec=5.0)

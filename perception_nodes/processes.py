@@ -11,9 +11,15 @@ from typing import Optional
 
 
 def start_node(module: str, params: Sequence[str] = (), env: Optional[dict] = None,
-               prefix: Optional[str] = None, namespace: str = "") -> subprocess.Popen:
-    """``python -m module --ros-args -p ...``; with ``prefix`` its output is echoed line by line, else discarded."""
-    cmd = [sys.executable, "-m", module, "--ros-args", *[a for p in params for a in ("-p", p)]]
+               prefix: Optional[str] = None, namespace: str = "", params_file: str = "") -> subprocess.Popen:
+    """``python -m module --ros-args [--params-file F] -p ...``; with ``prefix`` its output is echoed, else dropped.
+
+    Explicit ``params`` come after the file, so they override it (as a launch file's <param> does).
+    """
+    cmd = [sys.executable, "-m", module, "--ros-args"]
+    if params_file:
+        cmd += ["--params-file", params_file]
+    cmd += [a for p in params for a in ("-p", p)]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
     if prefix is None:

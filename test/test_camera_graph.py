@@ -7,8 +7,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
@@ -28,26 +26,13 @@ SEED = 7
 LOOP = 4
 
 
-@pytest.fixture
-def subscriber_node():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("camera_graph_test", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-
-
 def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 @pytest.mark.parametrize("width,height", [(640, 480), (1920, 1080)], ids=["640x480", "1080p"])
-def test_frames_and_ground_truth_cross_processes(subscriber_node, width, height, record_property):
-    node, executor = subscriber_node
+def test_frames_and_ground_truth_cross_processes(ros_peer, width, height, record_property):
+    node, executor = ros_peer
     images, infos, gt = {}, set(), {}
     latencies_ms = []
 
@@ -98,9 +83,9 @@ def test_frames_and_ground_truth_cross_processes(subscriber_node, width, height,
 
 
 @pytest.mark.parametrize("transport,encoding", [("compressed", "bgr8"), ("raw", "rgb8"), ("raw", "mono8")])
-def test_encodings_and_compressed_transport(subscriber_node, transport, encoding):
+def test_encodings_and_compressed_transport(ros_peer, transport, encoding):
     """Frames in every camera format decode back to the rendered scene (JPEG within its loss)."""
-    node, executor = subscriber_node
+    node, executor = ros_peer
     frames = []
     if transport == "raw":
         node.create_subscription(Image, "image", lambda m: frames.append(image_msg_to_bgr(m)), qos_profile_sensor_data)

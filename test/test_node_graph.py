@@ -6,9 +6,7 @@ import json
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -31,26 +29,13 @@ pytestmark = pytest.mark.ros
 NODE = "perception_nodes.multitask_node"
 
 
-@pytest.fixture
-def peer():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("node_graph_test", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-
-
 @pytest.fixture(scope="module")
 def geometry_model(tmp_path_factory):
     return str(make_geometry_model(tmp_path_factory.mktemp("geometry")))
 
 
-def test_camera_to_node_to_subscriber_with_the_bundled_model(peer):
-    node, executor = peer
+def test_camera_to_node_to_subscriber_with_the_bundled_model(ros_peer):
+    node, executor = ros_peer
     masks, dets, camera_stamps = {}, {}, set()
     node.create_subscription(Image, "segmentation", lambda m: masks.__setitem__(stamp_to_ns(m.header.stamp), m), 10)
     node.create_subscription(Detection2DArray, "detections",
@@ -109,8 +94,8 @@ def diagnostics_value(statuses: dict, key: str) -> int:
 
 
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
-def test_malformed_frames_are_counted_and_the_next_good_frame_is_processed(peer, geometry_model, transport):
-    node, executor = peer
+def test_malformed_frames_are_counted_and_the_next_good_frame_is_processed(ros_peer, geometry_model, transport):
+    node, executor = ros_peer
     outputs, statuses = [], {}
     node.create_subscription(Detection2DArray, "detections", outputs.append, 10)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.update(
