@@ -196,3 +196,16 @@ def decode_image(encoded: EncodedImage) -> np.ndarray:
     array = raw_to_array(encoded.data, encoded.encoding, encoded.width, encoded.height, encoded.step,
                          encoded.is_bigendian)
     return to_bgr(array, encoded.encoding)
+
+
+_FROM_BGR_CODE = {"rgb8": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGR2BGRA, "rgba8": cv2.COLOR_BGR2RGBA,
+                  "mono8": cv2.COLOR_BGR2GRAY}
+
+
+def from_bgr(bgr: np.ndarray, encoding: str) -> np.ndarray:
+    """A BGR frame as a camera with ``encoding`` delivers it (bgr8: the same array, no copy)."""
+    if encoding == "bgr8":
+        return bgr
+    if encoding not in _FROM_BGR_CODE:
+        raise ValueError(f"cannot convert BGR to {encoding!r}; supported: bgr8, {', '.join(_FROM_BGR_CODE)}")
+    return cv2.cvtColor(bgr, _FROM_BGR_CODE[encoding])

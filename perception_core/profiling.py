@@ -179,3 +179,17 @@ def plot_stage_bars(results: dict[str, dict[str, LatencySummary]], path: Path, t
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def bag_frames(path, count: int, image_topic: Optional[str] = None) -> FrameSet:
+    """The first ``count`` camera frames of a rosbag2 bag, with their ground truth where recorded."""
+    from perception_core.evaluation.bags import ImageBag
+
+    encoded, truth = [], []
+    with ImageBag(path, image_topic) as bag:
+        for frame in bag.frames():
+            if len(encoded) == count:
+                break
+            encoded.append(frame.image)
+            truth.append(None)
+    return FrameSet(encoded, truth, f"{len(encoded)} frames of {bag.image_topic} in {path}")

@@ -24,10 +24,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
 
+from perception_core import message_readers as read
 from perception_core.codec import (
     HOST_IS_BIGENDIAN,
-    EncodedImage,
-    ImageDecodeError,
     array_to_raw,
     decode_compressed,
     encode_compressed,
@@ -103,11 +102,10 @@ def class_mask_to_image_msg(mask: np.ndarray, header: Header, num_classes: int =
     return array_to_image_msg(validate_class_mask(mask, num_classes), "mono8", header)
 
 
-def image_msg_to_class_mask(msg: Image, num_classes: int = len(SEG_CLASSES)) -> np.ndarray:
-    """Read-only (H, W) uint8 class mask viewed from a mono8 Image; ids must be below ``num_classes``."""
-    if msg.encoding not in ("mono8", "8UC1"):
-        raise ImageDecodeError(f"a class mask must be mono8 (or 8UC1), got {msg.encoding!r}")
-    return validate_class_mask(image_msg_to_array(msg), num_classes)
+# The readers are shared with the bag tools (rosbags messages have the same fields).
+image_msg_to_class_mask = read.class_mask
+detections_from_msg = read.detections
+msg_to_encoded = read.encoded_image
 
 
 def _class_name_lookup(class_id: np.ndarray, class_names: Sequence[str]) -> list[str]:
@@ -144,37 +142,7 @@ def detections_to_msg(dets: Detections, header: Header, class_names: Sequence[st
     return msg
 
 
-def detections_from_msg(msg: Detection2DArray, class_names: Sequence[str]) -> Detections:
-    """Detections from a Detection2DArray; each detection's best-scoring hypothesis names its class.
-
-    Raises ValueError for a detection without hypotheses or a class name not in ``class_names``.
-    """
-    class_index = {name: i for i, name in enumerate(class_names)}
-    rows = []
-    for k, det in enumerate(msg.detections):
-        if not det.results:
-            raise ValueError(f"detection {k} has no hypotheses (results is empty)")
-        best = max(det.results, key=lambda result: result.hypothesis.score).hypothesis
-        if best.class_id not in class_index:
-            raise ValueError(f"detection {k} has unknown class name {best.class_id!r}; known: {list(class_names)}")
-        center = det.bbox.center.position
-        rows.append((center.x, center.y, det.bbox.size_x, det.bbox.size_y, class_index[best.class_id], best.score))
-    if not rows:
-        return Detections.empty()
-    table = np.array(rows, np.float64)
-    half = table[:, 2:4] * 0.5
-    xyxy = np.concatenate([table[:, :2] - half, table[:, :2] + half], axis=1).astype(np.float32)
-    return Detections(xyxy, table[:, 4].astype(np.int32), table[:, 5].astype(np.float32))
-
-
 def label_info_msg(class_names: Sequence[str], header: Header, threshold: float) -> LabelInfo:
     """LabelInfo mapping class id (the index) -> name, with the score threshold in use."""
     class_map = [VisionClass(class_id=i, class_name=name) for i, name in enumerate(class_names)]
     return LabelInfo(header=copy_header(header), class_map=class_map, threshold=float(threshold))
-
-
-def msg_to_encoded(msg) -> EncodedImage:
-    """Image or CompressedImage -> the pipeline's EncodedImage (no pixel is touched or copied)."""
-    if isinstance(msg, CompressedImage):
-        return EncodedImage(msg.data, compressed_format=msg.format or "<empty>")
-    return EncodedImage(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -49,7 +50,10 @@ class Evaluator(Node):
         self.subs = [self.create_subscription(msg_type, topic, lambda msg, t=topic: self.on_message(t, msg),
                                               SUBSCRIBE_QOS) for topic, msg_type in TOPICS.items()]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.timer = self.create_timer(self.params.report_period, self.report)
+        # Wall-clock reports: with use_sim_time a sim-time timer would stop with the bag's clock and
+        # never print the final metrics.
+        self.timer = self.create_timer(self.params.report_period, self.report,
+                                       clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def on_message(self, topic: str, msg) -> None:
         stamp = stamp_to_ns(msg.header.stamp)

@@ -15,7 +15,14 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from perception_core.pipeline.pipeline import Pipeline
-from perception_core.profiling import FrameSet, format_table, profile_stages, simulator_frames, write_report
+from perception_core.profiling import (
+    FrameSet,
+    bag_frames,
+    format_table,
+    profile_stages,
+    simulator_frames,
+    write_report,
+)
 from perception_nodes.conversions import msg_to_encoded
 from perception_nodes.params import declare_params, param
 from perception_nodes.ros_env import package_file
@@ -24,8 +31,9 @@ from perception_nodes.runner import run_node
 
 @dataclass(frozen=True)
 class StageProfilerParams:
-    source: str = param("sim", "'sim' renders validation frames; 'live' captures them from the camera topic.",
-                        choices=("sim", "live"))
+    source: str = param("sim", "'sim' renders validation frames, 'live' captures them from the camera topic, "
+                        "'bag' reads them from the rosbag2 bag at 'bag'.", choices=("sim", "live", "bag"))
+    bag: str = param("", "Bag folder for source 'bag' (mcap or sqlite3).")
     frames: int = param(100, "Frames in the set.", range=(1, 10000))
     width: int = param(640, "Simulator frame width.", range=(16, 4096))
     height: int = param(480, "Simulator frame height.", range=(16, 4096))
@@ -56,16 +64,17 @@ class StageProfiler(Node):
             self.sub = self.create_subscription(msg_type, topic, self.on_image, qos_profile_sensor_data)
             self.get_logger().info(f"capturing {p.frames} frames from {self.sub.topic_name}")
         else:
-            self.frames = simulator_frames(p.frames, p.width, p.height, p.encoding)
+            self.frames = (bag_frames(p.bag, p.frames) if p.source == "bag"
+                           else simulator_frames(p.frames, p.width, p.height, p.encoding))
             self.timer = self.create_timer(0.01, self.run_once)
 
     def on_image(self, msg) -> None:
         if len(self.captured) < self.params.frames:
             self.captured.append(msg_to_encoded(msg))
             if len(self.captured) == self.params.frames:
-                self.destroy_subscription(self.sub)
                 self.frames = FrameSet(self.captured, [None] * len(self.captured),
                                        f"{len(self.captured)} frames captured from {self.sub.topic_name}")
+                self.destroy_subscription(self.sub)
                 self.timer = self.create_timer(0.01, self.run_once)
 
     def run_once(self) -> None:

@@ -7,18 +7,18 @@ and then only stamps and publishes them from a wall timer (like cam2image's burg
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
-import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
+from perception_core.codec import from_bgr
 from perception_core.sim import VALIDATION_SEED, render_scene
+from perception_core.sim.camera import pinhole_intrinsics
 from perception_core.types import DET_CLASSES
 from perception_nodes.conversions import (
     array_to_image_msg,
@@ -30,8 +30,6 @@ from perception_nodes.params import RELIABILITY_CHOICES, declare_params, param, 
 from perception_nodes.runner import run_node
 
 CAMERA_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
-_FROM_BGR = {"rgb8": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGR2BGRA, "rgba8": cv2.COLOR_BGR2RGBA,
-             "mono8": cv2.COLOR_BGR2GRAY}
 
 
 @dataclass(frozen=True)
@@ -54,15 +52,8 @@ class SyntheticCameraParams:
 
 
 def camera_info_msg(width: int, height: int, horizontal_fov_deg: float) -> CameraInfo:
-    """An ideal pinhole camera (no distortion) with square pixels and a centred principal point."""
-    focal = (width / 2.0) / math.tan(math.radians(horizontal_fov_deg) / 2.0)
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-    info.d = [0.0] * 5
-    info.k = [focal, 0.0, cx, 0.0, focal, cy, 0.0, 0.0, 1.0]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [focal, 0.0, cx, 0.0, 0.0, focal, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-    return info
+    return CameraInfo(width=width, height=height, distortion_model="plumb_bob",
+                      **pinhole_intrinsics(width, height, horizontal_fov_deg))
 
 
 class SyntheticCamera(Node):
@@ -106,8 +97,7 @@ class SyntheticCamera(Node):
         p = self.params
         if p.transport == "compressed":
             return bgr_to_compressed_msg(bgr, Header(), "jpeg", p.jpeg_quality)
-        converted = cv2.cvtColor(bgr, _FROM_BGR[p.encoding]) if p.encoding in _FROM_BGR else bgr
-        return array_to_image_msg(converted, p.encoding, Header())
+        return array_to_image_msg(from_bgr(bgr, p.encoding), p.encoding, Header())
 
     def publish_frame(self) -> None:
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.frame_id)

@@ -7,15 +7,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rclpy.executors import SingleThreadedExecutor
 
 
 class NodeProcess:
-    """``python -m module --ros-args ...`` in its own process; stopped with SIGINT like Ctrl-C."""
+    """``python -m module --ros-args ...`` in its own process; stopped with SIGINT like Ctrl-C.
 
-    def __init__(self, module: str, *params: str) -> None:
-        args = [a for p in params for a in ("-p", p)]
+    ``params_file`` is loaded first (as the launch files load config/*.param.yaml), so the
+    "name:=value" ``params`` override it.
+    """
+
+    def __init__(self, module: str, *params: str, params_file: str | Path | None = None) -> None:
+        args = ["--params-file", str(params_file)] if params_file is not None else []
+        args += [a for p in params for a in ("-p", p)]
         self.cmd = [sys.executable, "-m", module, "--ros-args", *args]
         self.process: subprocess.Popen | None = None
         self.output = ""

@@ -1,0 +1,151 @@
+"""``python -m perception_core <command>``: train, export, quantize, evaluate (--sim or --bag), plot,
+record, bench, build-engine.
+
+TensorFlow is imported only by the commands that need it (train, export, quantize), after the
+thread and log settings are in place; evaluate runs on ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_train(args) -> int:
+    _quiet_tensorflow()
+    from perception_core.training.train import train
+
+    out = train(task=args.task, steps=args.steps, batch=args.batch, out=args.out, resume=args.resume, seed=args.seed,
+                image_hw=args.image_size, crop_hw=args.crop, frames=args.frames, lr=args.lr, balance=args.balance,
+                seg_weight=args.seg_weight, checkpoint_every=args.checkpoint_every, threads=args.threads)
+    print(f"trained {args.task}: {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    _quiet_tensorflow()
+    from perception_core.training.export import ExportMismatchError, export
+
+    try:
+        export(args.checkpoint, args.out, top_k=args.top_k, verify_frames=args.verify_frames,
+               eval_frames=args.eval_frames, tflite=args.tflite, threads=args.threads,
+               class_map_stride=args.class_map_stride, image_hw=args.image_size)
+    except ExportMismatchError as err:
+        print(f"EXPORT FAILED: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from perception_core.training.quantize import quantize
+
+    quantize(args.model, args.out, args.out_trt, calibration_frames=args.calibration_frames,
+             eval_frames=args.eval_frames, threads=args.threads)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from perception_core.metrics.evaluate import main
+
+    return main(args)
+
+
+def cmd_plot(args) -> int:
+    from perception_core.training.report import plot_histories
+
+    plot_histories(args.runs, args.out)
+    return 0
+
+
+# Commands with their own argument parsers: the rest of the command line is handed to them.
+DELEGATED = {"bench": "perception_core.bench", "build-engine": "perception_core.engines.tensorrt_engine",
+             "record": "perception_core.evaluation.record"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m perception_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one variant on cached simulator frames")
+    p.add_argument("--task", choices=("multitask", "seg", "det"), required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/multitask")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=_hw, default=(256, 320), help="model input HxW at inference")
+    p.add_argument("--crop", type=_hw, default=(192, 256), help="training crop HxW at the inference pixel scale")
+    p.add_argument("--frames", type=int, default=5000, help="training frames rendered into .cache/")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--balance", choices=("uncertainty", "fixed"), default="uncertainty")
+    p.add_argument("--seg-weight", type=float, default=1.0, help="segmentation loss weight for --balance fixed")
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="run directory -> ONNX (+ LiteRT) with a verified model.json sidecar")
+    p.add_argument("--checkpoint", required=True, help="run directory (or its checkpoint/ folder)")
+    p.add_argument("--out", required=True, help="e.g. models/multitask.onnx")
+    p.add_argument("--tflite", help="also write a LiteRT model here, e.g. models/multitask.tflite")
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--verify-frames", type=int, default=50)
+    p.add_argument("--image-size", type=_hw, help="export at another input HxW (default: the run's)")
+    p.add_argument("--class-map-stride", type=int, default=1, help="argmax at input/s, then repeat (cheaper)")
+    p.add_argument("--eval-frames", type=int, default=500, help="validation frames for the sidecar's metrics")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="INT8 QDQ ONNX (CPU u8s8 and TensorRT s8 forms)")
+    p.add_argument("--model", default="models/multitask.onnx")
+    p.add_argument("--out", default="models/multitask_int8.onnx")
+    p.add_argument("--out-trt", default="models/multitask_int8_trt.onnx")
+    p.add_argument("--calibration-frames", type=int, default=200)
+    p.add_argument("--eval-frames", type=int, default=500)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("evaluate", help="metrics and latency of ONNX models on the validation split")
+    p.add_argument("--model", nargs="+", required=True, help="one or more ONNX files (timed side by side)")
+    p.add_argument("--sim", type=int, default=500, help="number of validation frames")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out-dir", help="confusion-matrix and overlay PNGs go here")
+    p.add_argument("--overlays", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="training-curve PNG from run directories")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out", default="docs/model/training_curves.png")
+    p.set_defaults(func=cmd_plot)
+
+    sub.add_parser("bench", help="multitask vs separate vs int8, and the node end to end (make bench)")
+    sub.add_parser("build-engine", help="ONNX -> cached TensorRT plan (Jetson/GPU with TensorRT only)")
+    sub.add_parser("record", help="simulator sequence -> rosbag2 (mcap or sqlite3), with ground truth")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    module = DELEGATED.get(argv[0]) if argv else None
+    if argv[:1] == ["evaluate"] and "--bag" in argv:  # a recorded bag rather than the simulator split
+        module = "perception_core.evaluation.bag_eval"
+    if module:
+        import importlib
+
+        return importlib.import_module(module).main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
