@@ -50,7 +50,7 @@ def cmd_quantize(args) -> int:
     from perception_core.training.quantize import quantize
 
     quantize(args.model, args.out, args.out_trt, calibration_frames=args.calibration_frames,
-             eval_frames=args.eval_frames, threads=args.threads)
+             eval_frames=args.eval_frames, threads=args.threads, float_det_trunk=args.float_det_trunk)
     return 0
 
 
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/multitask_int8.onnx")
     p.add_argument("--out-trt", default="models/multitask_int8_trt.onnx")
     p.add_argument("--calibration-frames", type=int, default=200)
+    p.add_argument("--float-det-trunk", action="store_true", help="keep the detection head's 3x3 conv in float")
     p.add_argument("--eval-frames", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_quantize)

@@ -93,6 +93,7 @@ def ratio(a, b):
 
 def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph: bool, seconds: float) -> dict:
     started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: [models_dir / f for f in files] for name, files in CONFIGURATIONS.items()}
     print(f"[bench] rendering {frames} validation frames (640x480 bgr8)", flush=True)
     frame_set = simulator_frames(frames)

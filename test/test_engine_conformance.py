@@ -55,7 +55,6 @@ def test_engine_reproduces_known_outputs(engine_name, geometry_spec):
     assert out["classes"].tolist() == [0, 2]
 
 
-@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled model is not exported yet")
 def test_engine_agrees_with_the_reference_on_the_bundled_model(engine_name):
     spec = ModelSpec.load(BUNDLED)
     reference = load_engine(spec, engine="onnxruntime", threads=2)

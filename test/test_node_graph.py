@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
@@ -16,7 +17,7 @@ from graph_utils import NodeProcess, spin_until
 from model_fixtures import make_geometry_model
 from perception_core.codec import encode_compressed
 from perception_core.metrics.segmentation import SegmentationMetric
-from perception_core.sim import render_scene
+from perception_core.sim import VALIDATION_SEED, render_scene
 from perception_core.types import SEG_CLASSES
 from perception_nodes.conversions import (
     array_to_image_msg,
@@ -27,6 +28,7 @@ from perception_nodes.conversions import (
 
 pytestmark = pytest.mark.ros
 NODE = "perception_nodes.multitask_node"
+CONFIG = Path(__file__).resolve().parents[1] / "config"  # the launch files' parameter files
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +42,19 @@ def test_camera_to_node_to_subscriber_with_the_bundled_model(ros_peer):
     node.create_subscription(Image, "segmentation", lambda m: masks.__setitem__(stamp_to_ns(m.header.stamp), m), 10)
     node.create_subscription(Detection2DArray, "detections",
                              lambda m: dets.__setitem__(stamp_to_ns(m.header.stamp), m), 10)
-    node.create_subscription(CameraInfo, "camera_info", lambda m: camera_stamps.add(stamp_to_ns(m.header.stamp)),
-                             qos_profile_sensor_data)
-    with NodeProcess(NODE), NodeProcess("perception_nodes.synthetic_camera_node", "rate:=10.0", "loop_frames:=3",
-                                        "seed:=1000003"):
+    # the camera's reliable ground-truth topic carries every frame's stamp
+    node.create_subscription(Detection2DArray, "ground_truth/detections",
+                             lambda m: camera_stamps.add(stamp_to_ns(m.header.stamp)), QoSProfile(depth=50))
+    with NodeProcess(NODE, params_file=CONFIG / "multitask_node.param.yaml"), NodeProcess(
+            "perception_nodes.synthetic_camera_node", "rate:=10.0", "loop_frames:=3",
+            params_file=CONFIG / "synthetic_camera.param.yaml"):
         assert spin_until(executor, lambda: len(dets) >= 10 and len(masks) >= 10, timeout=90), "no outputs"
-    assert set(dets) <= camera_stamps and set(masks) <= camera_stamps, "output stamps must be camera stamps"
+        # (frames published before this subscription matched the camera are not checked)
+        checked = lambda: {s for s in set(dets) | set(masks) if s >= min(camera_stamps, default=0)}  # noqa: E731
+        stamps_match = spin_until(executor, lambda: camera_stamps and checked() <= camera_stamps, timeout=10)
+    assert stamps_match, "output stamps must be camera stamps"
     metric = SegmentationMetric(SEG_CLASSES)
-    truths = [render_scene(1000003, i).class_mask for i in range(3)]
+    truths = [render_scene(VALIDATION_SEED, i).class_mask for i in range(3)]  # the camera's default seed
     for msg in masks.values():
         mask = image_msg_to_class_mask(msg)
         assert mask.shape == (480, 640) and msg.header.frame_id == "camera"

@@ -1,0 +1,147 @@
+"""``python -m perception_core evaluate``: bundled ONNX models on the simulator's validation split.
+
+Camera frames (640x480) -> letterbox -> ONNX Runtime -> undo the letterbox -> metrics at camera
+resolution, exactly the path the node takes. Several models run on the same frames, interleaved
+frame by frame, so their latencies are comparable on this shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from perception_core.engines.onnxruntime_engine import OnnxRuntimeEngine
+from perception_core.metrics.detection import DetectionMetric
+from perception_core.metrics.latency import summarize_ms
+from perception_core.metrics.segmentation import SegmentationMetric
+from perception_core.model_spec import ModelSpec
+from perception_core.pipeline.letterbox import LetterboxTransform, letterbox, unletterbox_boxes, unletterbox_mask
+from perception_core.types import Detections
+
+SCORE_THRESHOLD_MAP = 0.01  # keep low-score peaks for mAP; the node thresholds higher
+
+
+def postprocess(outputs: dict[str, np.ndarray], t: LetterboxTransform,
+                score_threshold: float = SCORE_THRESHOLD_MAP) -> tuple[Optional[np.ndarray], Optional[Detections]]:
+    """Engine outputs -> (class mask at camera resolution, detections in camera pixels); None for a missing head."""
+    mask = unletterbox_mask(outputs["class_map"], t) if "class_map" in outputs else None
+    dets = None
+    if "boxes" in outputs:
+        keep = outputs["scores"] >= score_threshold
+        dets = Detections(unletterbox_boxes(outputs["boxes"][keep], t), outputs["classes"][keep].astype(np.int32),
+                          outputs["scores"][keep].astype(np.float32))
+    return mask, dets
+
+
+def overlay(image: np.ndarray, mask: Optional[np.ndarray], dets: Optional[Detections], spec: ModelSpec,
+            score_threshold: float = 0.3) -> np.ndarray:
+    """BGR picture of a prediction: class colours blended over the frame, boxes with class and score."""
+    out = image.copy()
+    if mask is not None:
+        colors = np.asarray(spec.seg_colors_bgr, np.uint8)[mask]
+        out = cv2.addWeighted(out, 0.5, colors, 0.5, 0)
+    if dets is not None:
+        for (x1, y1, x2, y2), cls, score in zip(dets.xyxy.astype(int), dets.class_id, dets.score):
+            if score < score_threshold:
+                continue
+            cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 255), 2)
+            cv2.putText(out, f"{spec.det_classes[cls]} {score:.2f}", (x1, max(10, y1 - 3)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
+    return out
+
+
+def save_confusion_png(confusion: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(model_paths: Sequence[str], frames: int = 500, threads: int = 2, out_dir: Optional[str] = None,
+             overlays: int = 3, warmup: int = 5) -> dict:
+    """Metrics and latency per model on the first ``frames`` validation frames; PNGs into ``out_dir``."""
+    from perception_core.sim import VALIDATION_SEED
+    from perception_core.training.data import load_frames
+
+    specs = [ModelSpec.load(p) for p in model_paths]
+    engines = [OnnxRuntimeEngine(s.model_path, intra_op_threads=threads, precision=s.precision) for s in specs]
+    data = load_frames(VALIDATION_SEED, frames)
+    seg = [SegmentationMetric(s.seg_classes) for s in specs]
+    det = [DetectionMetric(s.det_classes) for s in specs]
+    latency = [[] for _ in specs]
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for engine in engines:
+        engine.warmup(warmup)
+    for i in range(len(data)):
+        image = np.asarray(data.images[i])
+        target_mask = np.asarray(data.masks[i])
+        boxes, classes = data.frame_boxes(i)
+        target = Detections(np.asarray(boxes, np.float32), np.asarray(classes, np.int32),
+                            np.ones(len(boxes), np.float32))
+        for k, (spec, engine) in enumerate(zip(specs, engines)):
+            x, t = letterbox(image, spec.input_hw)
+            start = time.perf_counter()
+            outputs = engine.infer({spec.input_name: x[None]})
+            latency[k].append((time.perf_counter() - start) * 1e3)
+            mask, dets = postprocess(outputs, t)
+            if mask is not None:
+                seg[k].update(mask, target_mask)
+            if dets is not None:
+                det[k].update(dets, target)
+            if out and i < overlays:
+                cv2.imwrite(str(out / f"{spec.model_path.stem}_overlay_{i}.png"), overlay(image, mask, dets, spec))
+    results = {}
+    for k, spec in enumerate(specs):
+        r = {"model": spec.model_path.name, "precision": spec.precision, "frames": len(data),
+             "miou": None, "map50": None, "map50_95": None,
+             "latency_ms": summarize_ms(latency[k]).as_dict(), "threads": threads}
+        if "class_map" in spec.outputs:
+            s = seg[k].compute()
+            r.update(s.as_dict())
+            if out:
+                save_confusion_png(s.confusion, s.class_names, out / f"{spec.model_path.stem}_confusion.png",
+                                   f"{spec.model_path.name}: mIoU {s.miou:.3f} ({len(data)} frames)")
+        if "boxes" in spec.outputs:
+            r.update(det[k].compute().as_dict())
+        results[spec.model_path.name] = r
+    return results
+
+
+def main(args) -> int:
+    results = evaluate(args.model, frames=args.sim, threads=args.threads, out_dir=args.out_dir,
+                       overlays=args.overlays)
+    report = next(iter(results.values())) if len(results) == 1 else {"frames": args.sim, "models": results}
+    for name, r in results.items():
+        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"{name:28s} mIoU {fmt(r['miou'])}  mAP50 {fmt(r['map50'])}  mAP50:95 {fmt(r['map50_95'])}  "
+              f"latency p50 {r['latency_ms']['p50_ms']:.2f} ms p95 {r['latency_ms']['p95_ms']:.2f} "
+              f"p99 {r['latency_ms']['p99_ms']:.2f}  ({r['frames']} frames)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return 0

@@ -1,0 +1,74 @@
+"""Losses: segmentation cross-entropy, CenterNet focal + L1, and learned task balancing."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from perception_core.training.data import IGNORE_LABEL
+
+WH_WEIGHT = 0.1  # CenterNet's weights: box size (in cells) is a large-valued regression
+OFFSET_WEIGHT = 1.0
+
+
+def segmentation_loss(logits, mask):
+    """Mean softmax cross-entropy over pixels whose label is not IGNORE_LABEL. mask: (B,H,W) uint8."""
+    labels = tf.cast(mask, tf.int32)
+    valid = tf.not_equal(labels, IGNORE_LABEL)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
+    valid = tf.cast(valid, ce.dtype)
+    return tf.reduce_sum(ce * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+
+def focal_loss(pred, target):
+    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the object count."""
+    pred = tf.clip_by_value(pred, 1e-4, 1.0 - 1e-4)
+    pos = tf.cast(tf.equal(target, 1.0), pred.dtype)
+    pos_loss = tf.math.log(pred) * tf.square(1.0 - pred) * pos
+    neg_loss = tf.math.log(1.0 - pred) * tf.square(pred) * tf.pow(1.0 - target, 4.0) * (1.0 - pos)
+    return -(tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(tf.reduce_sum(pos), 1.0)
+
+
+def masked_l1(pred, target, centers):
+    """L1 at object centres only. centers: (B,h,w,1) 1 at each object's centre cell."""
+    return tf.reduce_sum(tf.abs(pred - target) * centers) / tf.maximum(tf.reduce_sum(centers), 1.0)
+
+
+def detection_losses(outputs, targets):
+    """{"heatmap","wh","offset"} losses from model outputs and dense CenterNet targets."""
+    return {
+        "heatmap": focal_loss(outputs["det_heatmap"], targets["heatmap"]),
+        "wh": masked_l1(outputs["det_wh"], targets["wh"], targets["centers"]),
+        "offset": masked_l1(outputs["det_offset"], targets["offset"], targets["centers"]),
+    }
+
+
+class TaskBalancer(keras.layers.Layer):
+    """Combines per-task losses with fixed weights or learned homoscedastic uncertainty.
+
+    Uncertainty weighting (Kendall et al. 2018): ``sum_t exp(-s_t) * L_t + s_t`` with a learned
+    log-variance s_t per task. It settles at s_t = log L_t, i.e. every task's loss normalised to ~1,
+    so the small segmentation loss is no longer drowned by the detection loss in the shared backbone.
+    """
+
+    def __init__(self, tasks, mode="uncertainty", weights=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("uncertainty", "fixed"):
+            raise ValueError(f"mode must be 'uncertainty' or 'fixed', got {mode!r}")
+        self.tasks = tuple(tasks)
+        self.mode = mode
+        self.fixed = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
+        self.log_vars = {t: self.add_weight(name=f"log_var_{t}", shape=(), initializer="zeros",
+                                            trainable=mode == "uncertainty" and len(self.tasks) > 1)
+                         for t in self.tasks}
+
+    def weights_now(self):
+        """Effective multiplier of each task loss (for logging)."""
+        if self.mode == "fixed":
+            return {t: tf.constant(w) for t, w in self.fixed.items()}
+        return {t: tf.exp(-self.log_vars[t]) for t in self.tasks}
+
+    def call(self, task_losses):
+        if self.mode == "fixed" or len(self.tasks) == 1:
+            return tf.add_n([self.fixed[t] * task_losses[t] for t in self.tasks])
+        return tf.add_n([tf.exp(-self.log_vars[t]) * task_losses[t] + self.log_vars[t] for t in self.tasks])

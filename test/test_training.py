@@ -1,0 +1,102 @@
+"""Model, loss and training-loop tests on a tiny model and hand-made frames (no simulator)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from perception_core.training.data import FrameCache, centernet_targets, crop_and_flip  # noqa: E402
+from perception_core.training.model import PerceptionModel, build_model  # noqa: E402
+
+TINY = {"alpha": 0.35, "neck_channels": 16, "head_channels": 16}
+
+
+def synthetic_frames(n=8, hw=(64, 96), seed=0):
+    """Frames with one bright rectangle each: class 4 in the mask, detection class 0."""
+    rng = np.random.default_rng(seed)
+    images = np.full((n, *hw, 3), 60, np.uint8)
+    masks = np.ones((n, *hw), np.uint8)
+    boxes = []
+    for i in range(n):
+        x1, y1 = rng.integers(4, hw[1] - 30), rng.integers(4, hw[0] - 30)
+        w, h = rng.integers(12, 24, size=2)
+        images[i, y1:y1 + h, x1:x1 + w] = 220
+        masks[i, y1:y1 + h, x1:x1 + w] = 4
+        boxes.append([x1, y1, x1 + w, y1 + h])
+    return FrameCache(images, masks, np.asarray(boxes, np.float32), np.zeros(n, np.int32),
+                      np.arange(n + 1, dtype=np.int64))
+
+
+def test_pyramid_outputs_and_heads():
+    model = build_model("multitask", (64, 96, 3), **TINY)
+    assert {k: tuple(v.shape[1:3]) for k, v in model.backbone.pyramid_outputs.items()} == {
+        "P3": (8, 12), "P4": (4, 6), "P5": (2, 3)}
+    shapes = {k: tuple(v.shape) for k, v in model.output.items()}
+    assert shapes == {"seg_logits": (None, 64, 96, 7), "det_heatmap": (None, 8, 12, 3),
+                      "det_wh": (None, 8, 12, 2), "det_offset": (None, 8, 12, 2)}
+    assert set(build_model("seg_only", (64, 96, 3), **TINY).output) == {"seg_logits"}
+    assert set(build_model("det_only", (64, 96, 3), **TINY).output) == {"det_heatmap", "det_wh", "det_offset"}
+
+
+def test_config_round_trip():
+    import keras
+
+    model = build_model("multitask", (64, 96, 3), **TINY)
+    config = model.get_config()
+    restored = PerceptionModel.from_config(config)
+    assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert json.dumps(again.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+    assert restored.count_params() == model.count_params()
+
+
+def test_multitask_shares_backbone_params():
+    seg, det, multi = (build_model(v, (64, 96, 3)).count_params() for v in ("seg_only", "det_only", "multitask"))
+    assert multi <= 0.55 * (seg + det)
+
+
+def test_centernet_targets_peak_at_centre():
+    heatmap, wh, offset, centers = centernet_targets(np.array([[16, 8, 48, 40]], np.float32), np.array([2]),
+                                                     (64, 96), 3)
+    assert heatmap.shape == (8, 12, 3) and heatmap[3, 4, 2] == 1.0 and heatmap[..., :2].max() == 0
+    np.testing.assert_allclose(wh[3, 4], [4, 4])
+    np.testing.assert_allclose(offset[3, 4], [0, 0])
+    assert centers.sum() == 1
+
+
+def test_crop_and_flip_moves_boxes():
+    image = np.zeros((64, 96, 3), np.uint8)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:20, 30:40] = 4
+    boxes = np.array([[30, 10, 40, 20], [0, 0, 5, 5]], np.float32)
+    _, m, b, c = crop_and_flip(image, mask, boxes, np.array([0, 1], np.int32), 8, 16, (48, 64), flip=True)
+    np.testing.assert_allclose(b, [[64 - 24, 2, 64 - 14, 12]])  # the second box is cut off
+    assert c.tolist() == [0]
+    assert (m[2:12, 40:50] == 4).all() and m.sum() == 4 * 100
+
+
+def test_tiny_model_loss_falls(tmp_path):
+    from perception_core.training.train import load_trained, train
+
+    out = train("multitask", steps=16, batch=4, out=tmp_path / "run", image_hw=(64, 96), crop_hw=(64, 96),
+                lr=5e-3, checkpoint_every=8, log_every=4, model_kwargs=TINY, frame_cache=synthetic_frames())
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert history["total"][-1] < history["total"][0]
+    assert (out / "checkpoint" / "model.weights.h5").exists()
+    model, settings = load_trained(out)
+    assert settings["variant"] == "multitask" and model.count_params() == settings["params"]
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    from perception_core.training.train import train
+
+    kwargs = {"batch": 2, "out": tmp_path / "run", "image_hw": (64, 96), "crop_hw": (64, 96),
+              "checkpoint_every": 2, "log_every": 2, "model_kwargs": TINY, "frame_cache": synthetic_frames()}
+    train("det", steps=2, **kwargs)
+    with pytest.raises(FileExistsError):
+        train("det", steps=4, **kwargs)
+    train("det", steps=4, resume=True, **kwargs)
+    steps = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)["step"]
+    assert steps.tolist() == [2, 4]
