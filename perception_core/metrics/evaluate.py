@@ -1,6 +1,6 @@
 """``python -m perception_core evaluate``: bundled ONNX models on the simulator's validation split.
 
-Camera frames (640x480) -> letterbox -> ONNX Runtime -> undo the letterbox -> metrics at camera
+Camera frames (640x480) -> the node's Pipeline (letterbox -> engine -> undo the letterbox) -> metrics at camera
 resolution, exactly the path the node takes. Several models run on the same frames, interleaved
 frame by frame, so their latencies are comparable on this shared machine.
 """
@@ -8,7 +8,6 @@ frame by frame, so their latencies are comparable on this shared machine.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -16,44 +15,16 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from perception_core.engines.onnxruntime_engine import OnnxRuntimeEngine
+from perception_core.engines import load_engine
 from perception_core.metrics.detection import DetectionMetric
 from perception_core.metrics.latency import summarize_ms
 from perception_core.metrics.segmentation import SegmentationMetric
 from perception_core.model_spec import ModelSpec
-from perception_core.pipeline.letterbox import LetterboxTransform, letterbox, unletterbox_boxes, unletterbox_mask
+from perception_core.pipeline.pipeline import Pipeline
 from perception_core.types import Detections
+from perception_core.visualize import draw_overlay
 
 SCORE_THRESHOLD_MAP = 0.01  # keep low-score peaks for mAP; the node thresholds higher
-
-
-def postprocess(outputs: dict[str, np.ndarray], t: LetterboxTransform,
-                score_threshold: float = SCORE_THRESHOLD_MAP) -> tuple[Optional[np.ndarray], Optional[Detections]]:
-    """Engine outputs -> (class mask at camera resolution, detections in camera pixels); None for a missing head."""
-    mask = unletterbox_mask(outputs["class_map"], t) if "class_map" in outputs else None
-    dets = None
-    if "boxes" in outputs:
-        keep = outputs["scores"] >= score_threshold
-        dets = Detections(unletterbox_boxes(outputs["boxes"][keep], t), outputs["classes"][keep].astype(np.int32),
-                          outputs["scores"][keep].astype(np.float32))
-    return mask, dets
-
-
-def overlay(image: np.ndarray, mask: Optional[np.ndarray], dets: Optional[Detections], spec: ModelSpec,
-            score_threshold: float = 0.3) -> np.ndarray:
-    """BGR picture of a prediction: class colours blended over the frame, boxes with class and score."""
-    out = image.copy()
-    if mask is not None:
-        colors = np.asarray(spec.seg_colors_bgr, np.uint8)[mask]
-        out = cv2.addWeighted(out, 0.5, colors, 0.5, 0)
-    if dets is not None:
-        for (x1, y1, x2, y2), cls, score in zip(dets.xyxy.astype(int), dets.class_id, dets.score):
-            if score < score_threshold:
-                continue
-            cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 255), 2)
-            cv2.putText(out, f"{spec.det_classes[cls]} {score:.2f}", (x1, max(10, y1 - 3)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
-    return out
 
 
 def save_confusion_png(confusion: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
@@ -87,7 +58,9 @@ def evaluate(model_paths: Sequence[str], frames: int = 500, threads: int = 2, ou
     from perception_core.training.data import load_frames
 
     specs = [ModelSpec.load(p) for p in model_paths]
-    engines = [OnnxRuntimeEngine(s.model_path, intra_op_threads=threads, precision=s.precision) for s in specs]
+    # The node's own Pipeline (letterbox -> engine -> undo the letterbox), keeping every peak for mAP.
+    pipelines = [Pipeline([(load_engine(spec, threads=threads), spec)], score_threshold=SCORE_THRESHOLD_MAP,
+                          max_detections=spec.top_k) for spec in specs]
     data = load_frames(VALIDATION_SEED, frames)
     seg = [SegmentationMetric(s.seg_classes) for s in specs]
     det = [DetectionMetric(s.det_classes) for s in specs]
@@ -95,26 +68,25 @@ def evaluate(model_paths: Sequence[str], frames: int = 500, threads: int = 2, ou
     out = Path(out_dir) if out_dir else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    for engine in engines:
-        engine.warmup(warmup)
+    for pipeline in pipelines:
+        pipeline.models[0][0].warmup(warmup)
     for i in range(len(data)):
         image = np.asarray(data.images[i])
         target_mask = np.asarray(data.masks[i])
         boxes, classes = data.frame_boxes(i)
         target = Detections(np.asarray(boxes, np.float32), np.asarray(classes, np.int32),
                             np.ones(len(boxes), np.float32))
-        for k, (spec, engine) in enumerate(zip(specs, engines)):
-            x, t = letterbox(image, spec.input_hw)
-            start = time.perf_counter()
-            outputs = engine.infer({spec.input_name: x[None]})
-            latency[k].append((time.perf_counter() - start) * 1e3)
-            mask, dets = postprocess(outputs, t)
-            if mask is not None:
-                seg[k].update(mask, target_mask)
-            if dets is not None:
-                det[k].update(dets, target)
+        for k, (spec, pipeline) in enumerate(zip(specs, pipelines)):
+            result = pipeline.run_bgr(image)
+            latency[k].append(result.timings_ms["infer"])
+            if result.class_mask is not None:
+                seg[k].update(result.class_mask, target_mask)
+            if result.detections is not None:
+                det[k].update(result.detections, target)
             if out and i < overlays:
-                cv2.imwrite(str(out / f"{spec.model_path.stem}_overlay_{i}.png"), overlay(image, mask, dets, spec))
+                shown = result.detections[result.detections.score >= 0.3] if result.detections is not None else None
+                picture = draw_overlay(image, result.class_mask, shown, spec.seg_colors_bgr, spec.det_classes)
+                cv2.imwrite(str(out / f"{spec.model_path.stem}_overlay_{i}.png"), picture)
     results = {}
     for k, spec in enumerate(specs):
         r = {"model": spec.model_path.name, "precision": spec.precision, "frames": len(data),
