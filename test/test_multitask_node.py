@@ -151,3 +151,29 @@ def test_one_engine_serves_several_cameras_fairly(geometry_model):
         assert [s.sub.topic_name for s in node.streams] == ["/front/image", "/rear/image"]
     finally:
         h.close()
+
+
+def test_bundled_model_in_process():
+    """The default configuration (no parameters: the bundled multitask model) on a simulator frame and a blank one."""
+    from pathlib import Path
+
+    from perception_core.sim import VALIDATION_SEED, render_scene
+    from perception_core.types import DET_CLASSES
+
+    bundled = Path(__file__).resolve().parents[1] / "models" / "multitask.onnx"
+    h = Harness(str(bundled))
+    try:
+        scene = render_scene(VALIDATION_SEED, 3)
+        h.send(scene.frame.image, 42, "front_camera")
+        assert h.wait_for("detections", 1)  # one at a time: the node keeps only the newest frame
+        h.send(np.full((480, 640, 3), 127, np.uint8), 43, "front_camera")  # nothing to detect
+        assert h.wait_for("detections", 2) and h.wait_for("segmentation", 2)
+        by_stamp = {m.header.stamp.nanosec: m for m in h.received["detections"]}
+        assert {d.results[0].hypothesis.class_id for d in by_stamp[42].detections} <= set(DET_CLASSES)
+        assert len(by_stamp[42].detections) >= 1 and by_stamp[43].detections == []
+        seg = next(m for m in h.received["segmentation"] if m.header.stamp.nanosec == 42)
+        mask = image_msg_to_class_mask(seg)
+        assert seg.header.frame_id == "front_camera" and mask.shape == (480, 640)
+        assert np.mean(mask == scene.class_mask) > 0.8
+    finally:
+        h.close()
