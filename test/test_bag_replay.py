@@ -13,9 +13,7 @@ from itertools import groupby
 from pathlib import Path
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
@@ -68,27 +66,14 @@ class BagPlayer:
             self.publishers[topic].publish(raw)  # rclpy publishes already-serialized CDR as is
 
 
-@pytest.fixture
-def peer():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("bag_replay_test", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-
-
 @pytest.fixture(scope="module")
 def sim_bag(tmp_path_factory):
     return record_simulation(tmp_path_factory.mktemp("replay") / "sim", FRAMES, progress=False)
 
 
-def replay_and_collect_online_metrics(peer, bag: Path, model: Path) -> dict[str, str]:
+def replay_and_collect_online_metrics(ros_peer, bag: Path, model: Path) -> dict[str, str]:
     """Play ``bag`` through the node and the evaluator; return the evaluator's accuracy status once all are scored."""
-    node, executor = peer
+    node, executor = ros_peer
     outputs: dict[str, set[int]] = {"detections": set(), "segmentation": set()}
     node.create_subscription(Detection2DArray, "detections",
                              lambda m: outputs["detections"].add(stamp_to_ns(m.header.stamp)), 10)
@@ -118,8 +103,8 @@ def replay_and_collect_online_metrics(peer, bag: Path, model: Path) -> dict[str,
     return accuracy[-1]
 
 
-def assert_online_equals_offline(peer, bag: Path, model: Path) -> None:
-    online = replay_and_collect_online_metrics(peer, bag, model)
+def assert_online_equals_offline(ros_peer, bag: Path, model: Path) -> None:
+    online = replay_and_collect_online_metrics(ros_peer, bag, model)
     offline = evaluate_bag(bag, model, progress=False)
     assert offline["frames"] == FRAMES and offline["decode_errors"] == 0
     assert int(online["unpaired"]) == 0 and int(online["malformed"]) == 0
@@ -129,15 +114,15 @@ def assert_online_equals_offline(peer, bag: Path, model: Path) -> None:
     assert all(abs(d) <= AGREEMENT for d in differences.values()), (online, offline)
 
 
-def test_online_metrics_during_replay_equal_the_offline_evaluation(peer, sim_bag, tmp_path):
+def test_online_metrics_during_replay_equal_the_offline_evaluation(ros_peer, sim_bag, tmp_path):
     # A geometry model whose constant boxes are frame 0's objects: mAP is neither 0 nor 1, so it is compared.
     scene = render_scene(VALIDATION_SEED, 0)
     boxes = letterbox_boxes(scene.detections.xyxy, letterbox_transform((480, 640), (256, 320)))
     model = make_geometry_model(tmp_path, boxes=boxes.tolist(), scores=[0.9 - 0.1 * i for i in range(len(boxes))],
                                 classes=scene.detections.class_id.tolist())
-    assert_online_equals_offline(peer, sim_bag, model)
+    assert_online_equals_offline(ros_peer, sim_bag, model)
 
 
 @pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="models/multitask.onnx is not bundled yet (still training)")
-def test_online_metrics_equal_offline_with_the_bundled_model(peer, sim_bag):
-    assert_online_equals_offline(peer, sim_bag, BUNDLED_MODEL)
+def test_online_metrics_equal_offline_with_the_bundled_model(ros_peer, sim_bag):
+    assert_online_equals_offline(ros_peer, sim_bag, BUNDLED_MODEL)
