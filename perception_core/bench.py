@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -77,7 +76,16 @@ def memory_probe(model_paths: list[str], frames: int, threads: int) -> dict[str,
         pipeline = Pipeline.from_model_files(model_paths, threads=threads)
         for encoded in frame_set.encoded:
             pipeline.run(encoded)
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """This process's RSS high-water mark. Not getrusage's ru_maxrss: that one carries over the parent's
+    peak across fork + exec, so a child of a large benchmark process would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def measure_memory(model_paths: list[Path], frames: int, threads: int) -> float:

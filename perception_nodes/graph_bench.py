@@ -216,9 +216,13 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
         results["overload"] = overload
         results["overload_p99_over_p50"] = overload["e2e_p99_ms"] / overload["e2e_p50_ms"]
 
-        # 1080p: the Python stages' cost at a larger camera resolution
-        stop_nodes({"camera": processes.pop("camera")})
-        processes.update(camera(15.0, 1920, 1080))
+        # 1080p: the Python stages' cost at a larger camera resolution (a fresh node, so that its stage
+        # percentiles hold 1080p frames only)
+        failures += stop_nodes(processes)
+        processes = camera(15.0, 1920, 1080)
+        processes["node"] = start_node("perception_nodes.multitask_node", node_params)
+        observer.status = {}
+        observer.spin_until(lambda: observer.counter("processed") > 0, timeout=60)
         observer.spin_for(4.0)
         measure_run(observer, max(4.0, seconds / 2))
         results["pre_post_ms_1080p"] = sum(stage_p50(observer.status, s) for s in PRE_POST)
