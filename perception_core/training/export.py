@@ -79,10 +79,12 @@ def inference_function(model, top_k=100, stride=8, class_map_stride=1):
         if has_seg:
             logits = tf.image.resize(classifier(raw["seg_trunk"]), (h // s, w // s), method="bilinear")[0]
             # tf.argmax, not keras.ops.argmax (its extra ops break ONNX/TFLite/TensorRT)
-            class_map = tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)
-            if s > 1:  # nearest upsampling as broadcast + reshape: no deprecated ONNX resize modes
-                class_map = tf.reshape(tf.broadcast_to(class_map[:, None, :, None], (h // s, s, w // s, s)), (h, w))
-            out["class_map"] = class_map
+            class_map = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            if s > 1:  # exact s-fold repeat: nearest resize, asymmetric coordinates (TensorRT and LiteRT take it)
+                class_map = tf.compat.v1.image.resize_nearest_neighbor(
+                    tf.cast(class_map[None, :, :, None], tf.float32), (h, w), align_corners=False,
+                    half_pixel_centers=False)[0, :, :, 0]
+            out["class_map"] = tf.cast(class_map, tf.uint8)
         if "det_heatmap" in raw:
             out["boxes"], out["scores"], out["classes"] = decode_detections(
                 raw["det_heatmap"][0], raw["det_wh"][0], raw["det_offset"][0], top_k, stride)
