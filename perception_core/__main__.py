@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--verify-frames", type=int, default=50)
     p.add_argument("--image-size", type=_hw, help="export at another input HxW (default: the run's)")
-    p.add_argument("--class-map-stride", type=int, default=1, help="argmax at input/s, then repeat (cheaper)")
+    p.add_argument("--class-map-stride", type=int, default=2, help="argmax at input/s, then repeat (cheaper)")
     p.add_argument("--eval-frames", type=int, default=500, help="validation frames for the sidecar's metrics")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_export)
