@@ -93,12 +93,19 @@ def replay_and_collect_online_metrics(ros_peer, bag: Path, model: Path) -> dict[
                          and all(node.count_subscribers(f"/{t}") >= 2 and node.count_publishers(f"/{t}") >= 1
                                  for t in outputs))
         assert spin_until(executor, ready, timeout=60), f"graph not ready:\n{multitask.cmd}"
-        for timestamp, messages in player.frames:
+        paired = lambda: int(accuracy[-1]["paired"]) if accuracy else 0  # noqa: E731
+        for index, (timestamp, messages) in enumerate(player.frames):
             player.play_frame(timestamp, messages)  # paced: the next frame only once the node answered this one
             assert spin_until(executor, lambda t=timestamp: all(t in o for o in outputs.values()), timeout=30), \
                 f"no outputs for the frame at {timestamp}"
+            # The graph can show every endpoint before each publisher has matched each subscriber, so the
+            # first frame may not reach the evaluator: play it again until the evaluator has scored it.
+            for _ in range(5 if index == 0 else 0):
+                if spin_until(executor, lambda: paired() >= 1, timeout=3):
+                    break
+                player.play_frame(timestamp, messages)
         # The bag's clock has stopped; the evaluator reports on a wall-clock timer all the same.
-        spin_until(executor, lambda: accuracy and int(accuracy[-1]["paired"]) == len(player.frames), timeout=30)
+        spin_until(executor, lambda: paired() == len(player.frames), timeout=30)
     assert accuracy and int(accuracy[-1]["paired"]) == len(player.frames), (accuracy[-1:], evaluator.output[-2000:])
     return accuracy[-1]
 
