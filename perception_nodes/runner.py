@@ -41,6 +41,11 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C landed while the executor was taking a message: rclpy then raises from the take
+        # (e.g. "Unable to convert call argument") although the node is simply stopping.
     finally:
         if node is not None:
             node.destroy_node()
