@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -25,14 +24,13 @@ class LatencySummary:
                 "max_ms": self.max_ms, "rate_hz": self.rate_hz}
 
 
-def summarize_ms(samples_ms, duration_s: Optional[float] = None) -> LatencySummary:
-    """Percentiles of ``samples_ms``; the rate is count / ``duration_s`` (0 when unknown)."""
+def summarize_ms(samples_ms, rate_hz: float = 0.0) -> LatencySummary:
+    """Percentiles of ``samples_ms``; ``rate_hz`` is passed through (0 when the caller has no rate)."""
     values = np.asarray(samples_ms, np.float64)
     if values.size == 0:
         return LatencySummary(0, float("nan"), float("nan"), float("nan"), float("nan"), 0.0)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    rate = values.size / duration_s if duration_s else 0.0
-    return LatencySummary(int(values.size), float(p50), float(p95), float(p99), float(values.max()), float(rate))
+    return LatencySummary(int(values.size), float(p50), float(p95), float(p99), float(values.max()), float(rate_hz))
 
 
 class LatencyWindow:
@@ -59,6 +57,4 @@ class LatencyWindow:
         """Percentiles of the window; rate from the span of arrivals inside it."""
         n = len(self._arrivals)
         span = self._arrivals[-1] - self._arrivals[0] if n > 1 else 0.0
-        summary = summarize_ms(self._latencies, None)
-        rate = (n - 1) / span if span > 0 else 0.0
-        return LatencySummary(summary.count, summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms, rate)
+        return summarize_ms(self._latencies, (n - 1) / span if span > 0 else 0.0)
