@@ -32,7 +32,7 @@ def synthetic_frames(n=8, hw=(64, 96), seed=0):
 def test_pyramid_outputs_and_heads():
     model = build_model("multitask", (64, 96, 3), **TINY)
     assert {k: tuple(v.shape[1:3]) for k, v in model.backbone.pyramid_outputs.items()} == {
-        "P3": (8, 12), "P4": (4, 6), "P5": (2, 3)}
+        "P2": (16, 24), "P3": (8, 12), "P4": (4, 6), "P5": (2, 3)}
     shapes = {k: tuple(v.shape) for k, v in model.output.items()}
     assert shapes == {"seg_logits": (None, 64, 96, 7), "det_heatmap": (None, 8, 12, 3),
                       "det_wh": (None, 8, 12, 2), "det_offset": (None, 8, 12, 2)}
@@ -40,10 +40,20 @@ def test_pyramid_outputs_and_heads():
     assert set(build_model("det_only", (64, 96, 3), **TINY).output) == {"det_heatmap", "det_wh", "det_offset"}
 
 
-def test_config_round_trip():
+def test_stride_four_head_sits_on_the_stride_four_level():
+    model = build_model("multitask", (64, 96, 3), det_stride=4, **TINY)
+    shapes = {k: tuple(v.shape) for k, v in model.output.items()}
+    assert shapes == {"seg_logits": (None, 64, 96, 7), "det_heatmap": (None, 16, 24, 3),
+                      "det_wh": (None, 16, 24, 2), "det_offset": (None, 16, 24, 2)}
+    with pytest.raises(ValueError, match="det_stride"):
+        build_model("multitask", (64, 96, 3), det_stride=2, **TINY)
+
+
+@pytest.mark.parametrize("det_stride", [4, 8])
+def test_config_round_trip(det_stride):
     import keras
 
-    model = build_model("multitask", (64, 96, 3), **TINY)
+    model = build_model("multitask", (64, 96, 3), det_stride=det_stride, **TINY)
     config = model.get_config()
     restored = PerceptionModel.from_config(config)
     assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
@@ -52,9 +62,32 @@ def test_config_round_trip():
     assert restored.count_params() == model.count_params()
 
 
-def test_multitask_shares_backbone_params():
-    seg, det, multi = (build_model(v, (64, 96, 3)).count_params() for v in ("seg_only", "det_only", "multitask"))
+@pytest.mark.parametrize("det_stride", [4, 8])
+def test_multitask_shares_backbone_params(det_stride):
+    seg, det, multi = (build_model(v, (64, 96, 3), det_stride=det_stride).count_params()
+                       for v in ("seg_only", "det_only", "multitask"))
     assert multi <= 0.55 * (seg + det)
+
+
+def test_warm_start_copies_matching_layers_only():
+    from perception_core.training.model import copy_matching_weights
+
+    source = build_model("multitask", (64, 96, 3), det_stride=8, **TINY)
+    target = build_model("multitask", (64, 96, 3), det_stride=4, **TINY)
+    copied, fresh = copy_matching_weights(source, target)
+    assert fresh == ["det_detail", "det_heatmap", "det_offset", "det_wh"]
+    assert "backbone/Conv1" in copied and "neck" in copied and "seg_trunk" in copied
+    for a, b in zip(source.get_layer("backbone").get_weights(), target.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_balancer_starts_where_uncertainty_weighting_settles():
+    from perception_core.training.losses import TaskBalancer
+
+    balancer = TaskBalancer(("seg", "det"))
+    balancer.start_at({"seg": 0.1, "det": 4.0})
+    weights = {k: float(v) for k, v in balancer.weights_now().items()}
+    assert weights == pytest.approx({"seg": 10.0, "det": 0.25}, rel=1e-5)
 
 
 def test_centernet_targets_peak_at_centre():
@@ -87,6 +120,21 @@ def test_tiny_model_loss_falls(tmp_path):
     assert (out / "checkpoint" / "model.weights.h5").exists()
     model, settings = load_trained(out)
     assert settings["variant"] == "multitask" and model.count_params() == settings["params"]
+
+
+def test_warm_started_stride_four_run_trains(tmp_path):
+    from perception_core.training.train import load_trained, train
+
+    frames = synthetic_frames()
+    common = {"batch": 4, "image_hw": (64, 96), "crop_hw": (64, 96), "log_every": 2, "frame_cache": frames}
+    first = train("multitask", steps=2, out=tmp_path / "first", model_kwargs=TINY, **common)
+    out = train("multitask", steps=12, lr=5e-3, out=tmp_path / "second", init_from=first,
+                model_kwargs={**TINY, "det_stride": 4}, **common)
+    model, settings = load_trained(out)
+    assert model.det_stride == 4 and settings["init_from"]["run"] == str(first)
+    assert settings["init_from"]["steps"] == 2
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert history["total"][-1] < history["total"][0]
 
 
 def test_resume_continues_from_checkpoint(tmp_path):

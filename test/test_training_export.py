@@ -13,13 +13,13 @@ TINY = {"alpha": 0.35, "neck_channels": 16, "head_channels": 16}
 HW = (64, 96)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[8, 4], ids=["det_stride8", "det_stride4"])
+def exported(tmp_path_factory, request):
     from perception_core.training.export import export
     from perception_core.training.model import build_model
 
     out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    model = build_model("multitask", HW + (3,), **TINY)
+    model = build_model("multitask", HW + (3,), det_stride=request.param, **TINY)
     frames = [np.random.default_rng(i).integers(0, 256, HW + (3,), dtype=np.uint8) for i in range(3)]
     export(None, out, top_k=20, eval_frames=0, frames=frames, model=model, settings={"test": True})
     return out, model, frames
@@ -34,6 +34,7 @@ def test_export_round_trip_matches_tensorflow(exported):
     spec = ModelSpec.load(path)
     assert spec.input_shape == (1, *HW, 3) and set(spec.outputs) == {"class_map", "boxes", "scores", "classes"}
     assert spec.raw["verification"]["ok"] and spec.raw["params"] == model.count_params()
+    assert spec.stride == model.det_stride
     engine = OnnxRuntimeEngine(path, intra_op_threads=1)
     serve = inference_function(model, top_k=20)
     for x in frames:

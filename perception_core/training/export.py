@@ -52,7 +52,7 @@ def decode_detections(heatmap, wh, offset, top_k, stride):
     return tf.clip_by_value(boxes, 0.0, limit), scores, classes
 
 
-def inference_function(model, top_k=100, stride=8, class_map_stride=1):
+def inference_function(model, top_k=100, class_map_stride=1):
     """tf.function (uint8 (1,H,W,3) -> dict of fixed-size outputs) that export and TFLite convert.
 
     ``class_map_stride`` > 1 takes the argmax on logits resized to (H/s, W/s) and repeats the class
@@ -87,7 +87,7 @@ def inference_function(model, top_k=100, stride=8, class_map_stride=1):
             out["class_map"] = tf.cast(class_map, tf.uint8)
         if "det_heatmap" in raw:
             out["boxes"], out["scores"], out["classes"] = decode_detections(
-                raw["det_heatmap"][0], raw["det_wh"][0], raw["det_offset"][0], top_k, stride)
+                raw["det_heatmap"][0], raw["det_wh"][0], raw["det_offset"][0], top_k, model.det_stride)
         return out
 
     return serve
@@ -166,7 +166,6 @@ def export(checkpoint, out, top_k=100, verify_frames=50, eval_frames=100, tflite
     import tf2onnx
 
     from perception_core.engines.onnxruntime_engine import OnnxRuntimeEngine
-    from perception_core.training.model import DET_STRIDE
     from perception_core.training.train import load_trained
 
     if model is None:
@@ -174,7 +173,7 @@ def export(checkpoint, out, top_k=100, verify_frames=50, eval_frames=100, tflite
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     image_hw = tuple(model.image_shape[:2])
-    serve = inference_function(model, top_k, DET_STRIDE, class_map_stride)
+    serve = inference_function(model, top_k, class_map_stride)
     tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=OPSET, output_path=str(out))
 
     engine = OnnxRuntimeEngine(out, intra_op_threads=threads)
@@ -190,7 +189,8 @@ def export(checkpoint, out, top_k=100, verify_frames=50, eval_frames=100, tflite
     outputs = engine.output_names
     params = int(model.count_params())
     fields = dict(name=out.stem, variant=model.variant, image_hw=image_hw, outputs=outputs, top_k=top_k,
-                  stride=DET_STRIDE, settings=settings or {}, extra={"params": params, "verification": verification,
+                  stride=model.det_stride, settings=settings or {},
+                  extra={"params": params, "verification": verification,
                                                    "class_map_stride": class_map_stride})
     write_sidecar(out, sidecar_fields(precision="fp32", metrics={}, **fields))
     if eval_frames:

@@ -43,12 +43,25 @@ def detection_losses(outputs, targets):
     }
 
 
+def task_losses(outputs, data, heads):
+    """({"seg","det"} task losses for ``heads``, the detection loss's parts) from one batch."""
+    losses, parts = {}, {}
+    if "seg" in heads:
+        losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"])
+    if "det" in heads:
+        parts = detection_losses(outputs, data)
+        losses["det"] = parts["heatmap"] + WH_WEIGHT * parts["wh"] + OFFSET_WEIGHT * parts["offset"]
+    return losses, parts
+
+
 class TaskBalancer(keras.layers.Layer):
     """Combines per-task losses with fixed weights or learned homoscedastic uncertainty.
 
     Uncertainty weighting (Kendall et al. 2018): ``sum_t exp(-s_t) * L_t + s_t`` with a learned
     log-variance s_t per task. It settles at s_t = log L_t, i.e. every task's loss normalised to ~1,
     so the small segmentation loss is no longer drowned by the detection loss in the shared backbone.
+    ``start_at`` puts s_t there from the first batch: from zero, Adam moves s_t by about the learning
+    rate per step, and the segmentation weight took ~2500 steps to climb to its level.
     """
 
     def __init__(self, tasks, mode="uncertainty", weights=None, **kwargs):
@@ -61,6 +74,12 @@ class TaskBalancer(keras.layers.Layer):
         self.log_vars = {t: self.add_weight(name=f"log_var_{t}", shape=(), initializer="zeros",
                                             trainable=mode == "uncertainty" and len(self.tasks) > 1)
                          for t in self.tasks}
+
+    def start_at(self, task_losses):
+        """Initialise each learned log-variance at log(loss), where uncertainty weighting settles."""
+        if self.mode == "uncertainty":
+            for t in self.tasks:
+                self.log_vars[t].assign(tf.math.log(tf.maximum(tf.cast(task_losses[t], tf.float32), 1e-6)))
 
     def weights_now(self):
         """Effective multiplier of each task loss (for logging)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,22 @@ def read_history(run_dir) -> dict[str, list[float]]:
     return columns
 
 
+def run_history(run_dir) -> tuple[dict[str, list[float]], list[int]]:
+    """A run's columns preceded by those of the runs it was warm-started from, steps counted on.
+
+    Also returns the step at which each later stage began, for the figure to mark.
+    """
+    h = read_history(run_dir)
+    config = Path(run_dir) / "config.json"
+    source = json.loads(config.read_text())["settings"].get("init_from") if config.exists() else None
+    if not source or not (Path(source["run"]) / "history.csv").exists():
+        return h, []
+    before, starts = run_history(source["run"])
+    offset = before["step"][-1]
+    merged = {k: before[k] + ([v + offset for v in h[k]] if k == "step" else h[k]) for k in h}
+    return merged, starts + [offset]
+
+
 def plot_histories(run_dirs: Sequence[str], out: str) -> None:
     import matplotlib
 
@@ -26,8 +43,11 @@ def plot_histories(run_dirs: Sequence[str], out: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for run in run_dirs:
-        h = read_history(run)
+        h, starts = run_history(run)
         name = Path(run).name
+        for ax in axes:
+            for step in starts:
+                ax.axvline(step, color="grey", linestyle=":", linewidth=1)
         if any(v == v for v in h["seg"]):
             axes[0].plot(h["step"], h["seg"], label=name)
         if any(v == v for v in h["det"]):

@@ -45,20 +45,19 @@ def _load_checkpoint(ckpt, model, optimizer, balancer, variables):
 
 def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
           image_hw=(256, 320), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
-          seg_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None, frame_cache=None):
-    """Train one variant; returns the run directory. ``frame_cache`` lets tests skip the simulator."""
+          seg_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None, frame_cache=None,
+          init_from=None):
+    """Train one variant; returns the run directory. ``frame_cache`` lets tests skip the simulator.
+
+    ``init_from`` (a run directory) warm-starts every layer whose name and shape match that run's
+    weights; the rest (e.g. a new head) starts fresh. The schedule still runs over ``steps``.
+    """
     import keras
     import tensorflow as tf
 
     from perception_core.training.data import BatchSampler, load_frames
-    from perception_core.training.losses import (
-        OFFSET_WEIGHT,
-        WH_WEIGHT,
-        TaskBalancer,
-        detection_losses,
-        segmentation_loss,
-    )
-    from perception_core.training.model import HEADS, build_model
+    from perception_core.training.losses import TaskBalancer, task_losses
+    from perception_core.training.model import HEADS, build_model, copy_matching_weights
     from perception_core.types import DET_CLASSES
 
     try:
@@ -79,7 +78,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     if frame_cache is None:
         from perception_core.sim import TRAIN_SEED
         frame_cache = load_frames(TRAIN_SEED, frames, tuple(image_hw))
-    sampler = BatchSampler(frame_cache, batch, crop_hw, len(DET_CLASSES), seed=seed)
+    sampler = BatchSampler(frame_cache, batch, crop_hw, len(DET_CLASSES), seed=seed, stride=model.det_stride)
     balancer = TaskBalancer(heads, mode=balance, weights={"seg": seg_weight})
     warmup = min(200, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(lr * 0.05, max(1, steps - warmup), alpha=0.02,
@@ -95,20 +94,20 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     start = 0
     if resume and (ckpt / "state.json").exists():
         start = _load_checkpoint(ckpt, model, optimizer, balancer, variables)
+    elif init_from is not None:
+        copied, fresh = copy_matching_weights(load_trained(init_from, crop_hw)[0], model)
+        print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
+    if init_from is not None:  # the source run's own settings, so an exported model traces through both stages
+        source = json.loads((Path(init_from) / "config.json").read_text())["settings"]
+        settings["init_from"] = {"run": str(init_from), **{k: source.get(k) for k in
+                                 ("command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total")}}
     optimizer.build(variables)  # slots exist before tracing: train_step is traced once, not twice
     (out / "config.json").write_text(json.dumps({"model": model.get_config(), "settings": settings}, indent=1))
 
     @tf.function(jit_compile=False, reduce_retracing=True)
     def train_step(data):
         with tf.GradientTape() as tape:
-            outputs = model(data["image"], training=True)
-            losses = {}
-            parts = {}
-            if "seg" in heads:
-                losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"])
-            if "det" in heads:
-                parts = detection_losses(outputs, data)
-                losses["det"] = parts["heatmap"] + WH_WEIGHT * parts["wh"] + OFFSET_WEIGHT * parts["offset"]
+            losses, parts = task_losses(model(data["image"], training=True), data, heads)
             total = balancer(losses)
         grads = tape.gradient(total, variables)
         optimizer.apply_gradients(zip(grads, variables))
@@ -124,6 +123,9 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
         rows.writeheader()
     pool = ThreadPoolExecutor(1)  # the next batch is built while TF runs this one
     pending = pool.submit(sampler, start)
+    if start == 0 and balance == "uncertainty" and len(heads) > 1:
+        first = pending.result()
+        balancer.start_at(task_losses(model(tf.constant(first["image"]), training=False), first, heads)[0])
     tick, t_start = time.perf_counter(), time.perf_counter()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {variant}", mininterval=5)
     for step in bar:
