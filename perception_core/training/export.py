@@ -43,7 +43,7 @@ def decode_detections(heatmap, wh, offset, top_k, stride):
     classes = index - cell * c
     ys = tf.math.floordiv(cell, w)
     xs = cell - ys * w
-    size = tf.maximum(tf.gather(tf.reshape(wh, [h * w, 2]), cell), 0.0) * (stride / 2.0)
+    size = tf.exp(tf.gather(tf.reshape(wh, [h * w, 2]), cell)) * (stride / 2.0)  # wh is log(size in cells)
     shift = tf.gather(tf.reshape(offset, [h * w, 2]), cell)
     cx = (tf.cast(xs, tf.float32) + shift[:, 0]) * stride
     cy = (tf.cast(ys, tf.float32) + shift[:, 1]) * stride

@@ -7,8 +7,9 @@ import tensorflow as tf
 
 from perception_core.training.data import IGNORE_LABEL
 
-WH_WEIGHT = 0.1  # CenterNet's weights: box size (in cells) is a large-valued regression
+WH_WEIGHT = 1.0  # box size is regressed as a log, so its errors are on the offset's scale
 OFFSET_WEIGHT = 1.0
+MIN_SIZE_CELLS = 1e-2  # log floor; only non-centre cells (masked out of the loss) have size 0
 
 
 def segmentation_loss(logits, mask):
@@ -35,10 +36,16 @@ def masked_l1(pred, target, centers):
 
 
 def detection_losses(outputs, targets):
-    """{"heatmap","wh","offset"} losses from model outputs and dense CenterNet targets."""
+    """{"heatmap","wh","offset"} losses from model outputs and dense CenterNet targets.
+
+    ``det_wh`` predicts log(box size in cells): an L1 on the log is a relative size error, as IoU is,
+    so a 6 px cone counts as much as a 200 px truck (raw-size L1, CenterNet's, is ruled by big boxes),
+    and the head's outputs stay within a few units, which a fresh head reaches in tens of steps.
+    """
+    log_wh = tf.math.log(tf.maximum(targets["wh"], MIN_SIZE_CELLS))
     return {
         "heatmap": focal_loss(outputs["det_heatmap"], targets["heatmap"]),
-        "wh": masked_l1(outputs["det_wh"], targets["wh"], targets["centers"]),
+        "wh": masked_l1(outputs["det_wh"], log_wh, targets["centers"]),
         "offset": masked_l1(outputs["det_offset"], targets["offset"], targets["centers"]),
     }
 

@@ -194,7 +194,7 @@ class PerceptionModel(keras.Model):
     """Task model: backbone -> FPN -> the heads of one variant, outputs as a dict by head name.
 
     Outputs: ``seg_logits`` (B,H,W,S) at input size; at s = ``det_stride``: ``det_heatmap``
-    (B,H/s,W/s,D) sigmoid, ``det_wh`` (B,H/s,W/s,2) box size in cells, ``det_offset`` sub-cell centre.
+    (B,H/s,W/s,D) sigmoid, ``det_wh`` (B,H/s,W/s,2) log(box size in cells), ``det_offset`` sub-cell centre.
     ``det_stride`` 8 is the original head; 4 adds a ``DetailFusion`` with the stride-4 features.
     """
 
@@ -219,12 +219,14 @@ class PerceptionModel(keras.Model):
             x = ConvBlock(head_channels, name="det_trunk")(features)
             if det_stride == 4:
                 x = DetailFusion(detail_channels, name="det_detail")([x, pyramid["P2"]])
-            # Bias -2.19 starts every heatmap at p=0.1 (CenterNet), so the focal loss does not explode.
+            # Small kernels and bias -2.19 start every heatmap cell at p=0.1 (CenterNet, RetinaNet), so
+            # the first focal losses are moderate even on a warm-started trunk with large activations.
+            small = {"kernel_initializer": keras.initializers.RandomNormal(stddev=0.01)}
             outputs["det_heatmap"] = keras.layers.Conv2D(
                 num_det_classes, 1, activation="sigmoid", name="det_heatmap",
-                bias_initializer=keras.initializers.Constant(-2.19))(x)
-            outputs["det_wh"] = keras.layers.Conv2D(2, 1, name="det_wh")(x)
-            outputs["det_offset"] = keras.layers.Conv2D(2, 1, name="det_offset")(x)
+                bias_initializer=keras.initializers.Constant(-2.19), **small)(x)
+            outputs["det_wh"] = keras.layers.Conv2D(2, 1, name="det_wh", **small)(x)
+            outputs["det_offset"] = keras.layers.Conv2D(2, 1, name="det_offset", **small)(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # === Config ===
         self.backbone = backbone

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 
 TASK_VARIANTS = {"multitask": "multitask", "seg": "seg_only", "det": "det_only"}
+BALANCE_LR = 1e-2  # Adam moves a variable ~lr per step: the task weights must track losses within ~100 steps
 HISTORY_FIELDS = ("step", "total", "seg", "det", "heatmap", "wh", "offset", "w_seg", "w_det", "lr", "sec_per_step")
 
 
-def _save_checkpoint(ckpt, model, optimizer, balancer, step):
+def _save_checkpoint(ckpt, model, optimizers, balancer, step):
     """Weights + optimizer slots + step, written then renamed so a kill never leaves half a checkpoint."""
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_weights(tmp / "model.weights.h5")
-    np.savez(tmp / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
+    np.savez(tmp / "optimizer.npz", *[v.numpy() for optimizer, _ in optimizers for v in optimizer.variables])
     np.savez(tmp / "balancer.npz", *[v.numpy() for v in balancer.weights])
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     old = ckpt.with_name(ckpt.name + ".old")
@@ -33,10 +34,12 @@ def _save_checkpoint(ckpt, model, optimizer, balancer, step):
         old.rmdir()
 
 
-def _load_checkpoint(ckpt, model, optimizer, balancer, variables):
+def _load_checkpoint(ckpt, model, optimizers, balancer):
     model.load_weights(ckpt / "model.weights.h5")
-    optimizer.build(variables)
-    for var, value in zip(optimizer.variables, np.load(ckpt / "optimizer.npz").values()):
+    for optimizer, variables in optimizers:
+        optimizer.build(variables)
+    slots = [v for optimizer, _ in optimizers for v in optimizer.variables]
+    for var, value in zip(slots, np.load(ckpt / "optimizer.npz").values(), strict=True):
         var.assign(value)
     for var, value in zip(balancer.weights, np.load(ckpt / "balancer.npz").values()):
         var.assign(value)
@@ -83,17 +86,20 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     warmup = min(200, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(lr * 0.05, max(1, steps - warmup), alpha=0.02,
                                                       warmup_target=lr, warmup_steps=warmup)
-    optimizer = keras.optimizers.Adam(schedule)
-    variables = model.trainable_variables + balancer.trainable_weights
+    optimizers = [(keras.optimizers.Adam(schedule), model.trainable_variables)]
+    if balancer.trainable_weights:
+        optimizers.append((keras.optimizers.Adam(BALANCE_LR), balancer.trainable_weights))
+    variables = [v for _, group in optimizers for v in group]
 
     settings = {"task": task, "variant": variant, "steps": steps, "batch": batch, "seed": seed,
                 "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
-                "balance": balance, "seg_weight": seg_weight, "bn_momentum": 0.9, "augmentation": "crop+hflip",
+                "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "bn_momentum": 0.9,
+                "augmentation": "crop+hflip",
                 "model_kwargs": model_kwargs or {}, "command": " ".join(["python -m perception_core"] + sys.argv[1:]),
                 "params": int(model.count_params())}
     start = 0
     if resume and (ckpt / "state.json").exists():
-        start = _load_checkpoint(ckpt, model, optimizer, balancer, variables)
+        start = _load_checkpoint(ckpt, model, optimizers, balancer)
     elif init_from is not None:
         copied, fresh = copy_matching_weights(load_trained(init_from, crop_hw)[0], model)
         print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
@@ -101,7 +107,8 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
         source = json.loads((Path(init_from) / "config.json").read_text())["settings"]
         settings["init_from"] = {"run": str(init_from), **{k: source.get(k) for k in
                                  ("command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total")}}
-    optimizer.build(variables)  # slots exist before tracing: train_step is traced once, not twice
+    for optimizer, group in optimizers:  # slots exist before tracing: train_step is traced once, not twice
+        optimizer.build(group)
     (out / "config.json").write_text(json.dumps({"model": model.get_config(), "settings": settings}, indent=1))
 
     @tf.function(jit_compile=False, reduce_retracing=True)
@@ -109,8 +116,9 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
         with tf.GradientTape() as tape:
             losses, parts = task_losses(model(data["image"], training=True), data, heads)
             total = balancer(losses)
-        grads = tape.gradient(total, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        grads = iter(tape.gradient(total, variables))
+        for optimizer, group in optimizers:
+            optimizer.apply_gradients([(next(grads), v) for v in group])
         return total, losses, parts, balancer.weights_now()
 
     from tqdm import tqdm
@@ -149,7 +157,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
                         tf.summary.scalar(k, v)
             bar.set_postfix(loss=f"{row['total']:.3f}", s_step=f"{row['sec_per_step']:.2f}")
         if done % checkpoint_every == 0 or done == steps:
-            _save_checkpoint(ckpt, model, optimizer, balancer, done)
+            _save_checkpoint(ckpt, model, optimizers, balancer, done)
     pool.shutdown()
     history.close()
     settings["train_seconds_this_session"] = round(time.perf_counter() - t_start, 1)
