@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory, e.g. runs/multitask")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_hw, default=(256, 320), help="model input HxW at inference")
+    p.add_argument("--image-size", type=_hw, default=(384, 512), help="model input HxW at inference")
     p.add_argument("--crop", type=_hw, default=(192, 256), help="training crop HxW at the inference pixel scale")
     p.add_argument("--frames", type=int, default=5000, help="training frames rendered into .cache/")
     p.add_argument("--lr", type=float, default=2e-3)

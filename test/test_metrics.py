@@ -58,6 +58,18 @@ def test_detection_shifted_box_counts_at_iou50_only():
     assert r.map50 == pytest.approx(1.0) and 0.0 < r.map50_95 < 0.5
 
 
+def test_detection_recall_by_object_size():
+    # a 6x6 cone missed, a 12x12 one found, a 40x40 one found: recall per size bin says which was lost
+    target = Detections.from_lists([[0, 0, 6, 6], [20, 20, 32, 32], [50, 50, 90, 90]], [0, 0, 0])
+    found = Detections.from_lists([[20, 20, 32, 32], [50, 50, 90, 90]], [0, 0], [0.9, 0.8])
+    r = DetectionMetric(["a"]).update(found, target).compute()
+    assert r.by_size["<8px"] == {"targets": 1, "recall50": 0.0, "ap50": 0.0}
+    assert r.by_size["8-16px"]["recall50"] == 1.0 and r.by_size["32-64px"]["recall50"] == 1.0
+    assert r.by_size["16-32px"] == {"targets": 0, "recall50": None, "ap50": None}
+    assert r.map50 == pytest.approx(2 / 3, abs=0.01)
+    assert r.as_dict()["by_size"] == r.by_size
+
+
 def test_detection_no_predictions():
     r = DetectionMetric(["a"]).update(Detections.empty(), Detections.from_lists([[0, 0, 5, 5]], [0])).compute()
     assert r.map50 == 0.0 and r.images == 1

@@ -12,6 +12,9 @@ import numpy as np
 
 from perception_core.types import Detections
 
+# Object size bins by sqrt(box area) in pixels of the frame the boxes are in: where detectors lose recall.
+SIZE_BINS = {"<8px": (0, 8), "8-16px": (8, 16), "16-32px": (16, 32), "32-64px": (32, 64), ">=64px": (64, 1e5)}
+
 
 @dataclass(frozen=True)
 class DetectionResult:
@@ -22,10 +25,12 @@ class DetectionResult:
     targets: int
     # class -> (recall, precision) at IoU 0.5 on COCO's 101 recall points; only classes with targets
     pr_curves50: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, compare=False)
+    # SIZE_BINS name -> {"targets", "ap50", "recall50"} (COCO area ranges, up to 100 detections per image)
+    by_size: dict[str, dict] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict:
         return {"map50": self.map50, "map50_95": self.map50_95, "ap50": self.ap50_per_class,
-                "images": self.images, "targets": self.targets}
+                "images": self.images, "targets": self.targets, "by_size": self.by_size}
 
 
 class DetectionMetric:
@@ -71,6 +76,9 @@ class DetectionMetric:
                           "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]}
             gt.createIndex()
             evaluator = COCOeval(gt, gt.loadRes(results), iouType="bbox")
+            # COCO's four ranges first (summarize reads them by label), then this project's size bins
+            evaluator.params.areaRng += [[lo * lo, hi * hi] for lo, hi in SIZE_BINS.values()]
+            evaluator.params.areaRngLbl += list(SIZE_BINS)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
@@ -81,7 +89,23 @@ class DetectionMetric:
             ap50[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
         return DetectionResult(max(0.0, float(evaluator.stats[1])), max(0.0, float(evaluator.stats[0])), ap50,
                                len(images), len(annotations),
-                               pr_curves_at_50(precision, evaluator.params.recThrs, self.class_names))
+                               pr_curves_at_50(precision, evaluator.params.recThrs, self.class_names),
+                               by_size(evaluator, annotations))
+
+
+def by_size(evaluator, annotations: list[dict]) -> dict[str, dict]:
+    """AP50 and recall at IoU 0.5 per SIZE_BINS range from an accumulated COCOeval (classes averaged)."""
+    labels = evaluator.params.areaRngLbl
+    out = {}
+    for name, (lo, hi) in SIZE_BINS.items():
+        a = labels.index(name)
+        recall = evaluator.eval["recall"][0, :, a, -1]  # IoU 0.5, classes, this range, 100 detections
+        precision = evaluator.eval["precision"][0, :, :, a, -1]
+        targets = sum(lo * lo <= t["area"] < hi * hi for t in annotations)
+        out[name] = {"targets": int(targets),
+                     "recall50": float(recall[recall > -1].mean()) if (recall > -1).any() else None,
+                     "ap50": float(precision[precision > -1].mean()) if (precision > -1).any() else None}
+    return out
 
 
 def pr_curves_at_50(precision: np.ndarray, recall_points: np.ndarray,

@@ -113,6 +113,9 @@ def main(args) -> int:
         print(f"{name:28s} mIoU {fmt(r['miou'])}  mAP50 {fmt(r['map50'])}  mAP50:95 {fmt(r['map50_95'])}  "
               f"latency p50 {r['latency_ms']['p50_ms']:.2f} ms p95 {r['latency_ms']['p95_ms']:.2f} "
               f"p99 {r['latency_ms']['p99_ms']:.2f}  ({r['frames']} frames)")
+        if r.get("by_size"):
+            print("    recall@0.5 by object size: " + ", ".join(
+                f"{k} {fmt(v['recall50'])} (n={v['targets']})" for k, v in r["by_size"].items()))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

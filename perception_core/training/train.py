@@ -47,7 +47,7 @@ def _load_checkpoint(ckpt, model, optimizers, balancer):
 
 
 def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
-          image_hw=(256, 320), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
+          image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
           seg_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None, frame_cache=None,
           init_from=None):
     """Train one variant; returns the run directory. ``frame_cache`` lets tests skip the simulator.
