@@ -27,8 +27,8 @@ def cmd_train(args) -> int:
 
     out = train(task=args.task, steps=args.steps, batch=args.batch, out=args.out, resume=args.resume, seed=args.seed,
                 image_hw=args.image_size, crop_hw=args.crop, frames=args.frames, lr=args.lr, balance=args.balance,
-                seg_weight=args.seg_weight, checkpoint_every=args.checkpoint_every, threads=args.threads,
-                model_kwargs={"det_stride": args.det_stride}, init_from=args.init_from)
+                seg_weight=args.seg_weight, det_weight=args.det_weight, checkpoint_every=args.checkpoint_every,
+                threads=args.threads, model_kwargs={"det_stride": args.det_stride}, init_from=args.init_from)
     print(f"trained {args.task}: {out}")
     return 0
 
@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=5000, help="training frames rendered into .cache/")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--balance", choices=("uncertainty", "fixed"), default="uncertainty")
-    p.add_argument("--seg-weight", type=float, default=1.0, help="segmentation loss weight for --balance fixed")
+    p.add_argument("--seg-weight", type=float, default=1.0,
+                   help="segmentation loss weight (--balance fixed) or priority (--balance uncertainty)")
+    p.add_argument("--det-weight", type=float, default=1.0,
+                   help="detection loss weight (--balance fixed) or priority (--balance uncertainty)")
     p.add_argument("--det-stride", type=int, choices=(4, 8), default=4,
                    help="detection head stride; 4 fuses the stride-4 features for small objects")
     p.add_argument("--init-from", help="warm start from this run directory (layers matching by name and shape)")

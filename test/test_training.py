@@ -90,6 +90,22 @@ def test_balancer_starts_where_uncertainty_weighting_settles():
     assert weights == pytest.approx({"seg": 10.0, "det": 0.25}, rel=1e-5)
 
 
+def test_task_priority_survives_uncertainty_normalisation():
+    import tensorflow as tf
+
+    from perception_core.training.losses import TaskBalancer
+
+    balancer = TaskBalancer(("seg", "det"), weights={"det": 2.0})
+    balancer.start_at({"seg": 0.1, "det": 4.0})
+    seg, det = tf.Variable(0.1), tf.Variable(4.0)
+    with tf.GradientTape() as tape:
+        total = balancer({"seg": seg, "det": det})
+    d_seg, d_det = tape.gradient(total, [seg, det])
+    # at equilibrium each task's gradient is priority / loss: det gets twice its normalised share
+    assert float(d_seg) * 0.1 == pytest.approx(1.0, rel=1e-5)
+    assert float(d_det) * 4.0 == pytest.approx(2.0, rel=1e-5)
+
+
 def test_centernet_targets_peak_at_centre():
     heatmap, wh, offset, centers = centernet_targets(np.array([[16, 8, 48, 40]], np.float32), np.array([2]),
                                                      (64, 96), 3)

@@ -69,6 +69,9 @@ class TaskBalancer(keras.layers.Layer):
     so the small segmentation loss is no longer drowned by the detection loss in the shared backbone.
     ``start_at`` puts s_t there from the first batch: from zero, Adam moves s_t by about the learning
     rate per step, and the segmentation weight took ~2500 steps to climb to its level.
+    ``weights`` are fixed multipliers, or with uncertainty each task's priority c_t in
+    ``sum_t c_t * (exp(-s_t) * L_t + s_t)``: s_t still settles at log L_t, so c_t is the task's
+    share of the shared gradient (a factor on L_t alone would be normalised away).
     """
 
     def __init__(self, tasks, mode="uncertainty", weights=None, **kwargs):
@@ -77,7 +80,7 @@ class TaskBalancer(keras.layers.Layer):
             raise ValueError(f"mode must be 'uncertainty' or 'fixed', got {mode!r}")
         self.tasks = tuple(tasks)
         self.mode = mode
-        self.fixed = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
+        self.task_weights = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
         self.log_vars = {t: self.add_weight(name=f"log_var_{t}", shape=(), initializer="zeros",
                                             trainable=mode == "uncertainty" and len(self.tasks) > 1)
                          for t in self.tasks}
@@ -91,10 +94,11 @@ class TaskBalancer(keras.layers.Layer):
     def weights_now(self):
         """Effective multiplier of each task loss (for logging)."""
         if self.mode == "fixed":
-            return {t: tf.constant(w) for t, w in self.fixed.items()}
-        return {t: tf.exp(-self.log_vars[t]) for t in self.tasks}
+            return {t: tf.constant(w) for t, w in self.task_weights.items()}
+        return {t: self.task_weights[t] * tf.exp(-self.log_vars[t]) for t in self.tasks}
 
     def call(self, task_losses):
         if self.mode == "fixed" or len(self.tasks) == 1:
-            return tf.add_n([self.fixed[t] * task_losses[t] for t in self.tasks])
-        return tf.add_n([tf.exp(-self.log_vars[t]) * task_losses[t] + self.log_vars[t] for t in self.tasks])
+            return tf.add_n([self.task_weights[t] * task_losses[t] for t in self.tasks])
+        return tf.add_n([self.task_weights[t] * (tf.exp(-self.log_vars[t]) * task_losses[t] + self.log_vars[t])
+                         for t in self.tasks])

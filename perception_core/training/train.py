@@ -48,8 +48,8 @@ def _load_checkpoint(ckpt, model, optimizers, balancer):
 
 def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
           image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
-          seg_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None, frame_cache=None,
-          init_from=None):
+          seg_weight=1.0, det_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None,
+          frame_cache=None, init_from=None):
     """Train one variant; returns the run directory. ``frame_cache`` lets tests skip the simulator.
 
     ``init_from`` (a run directory) warm-starts every layer whose name and shape match that run's
@@ -82,7 +82,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
         from perception_core.sim import TRAIN_SEED
         frame_cache = load_frames(TRAIN_SEED, frames, tuple(image_hw))
     sampler = BatchSampler(frame_cache, batch, crop_hw, len(DET_CLASSES), seed=seed, stride=model.det_stride)
-    balancer = TaskBalancer(heads, mode=balance, weights={"seg": seg_weight})
+    balancer = TaskBalancer(heads, mode=balance, weights={"seg": seg_weight, "det": det_weight})
     warmup = min(200, steps // 10)
     schedule = keras.optimizers.schedules.CosineDecay(lr * 0.05, max(1, steps - warmup), alpha=0.02,
                                                       warmup_target=lr, warmup_steps=warmup)
@@ -93,7 +93,8 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
 
     settings = {"task": task, "variant": variant, "steps": steps, "batch": batch, "seed": seed,
                 "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
-                "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "bn_momentum": 0.9,
+                "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "det_weight": det_weight,
+                "bn_momentum": 0.9,
                 "augmentation": "crop+hflip",
                 "model_kwargs": model_kwargs or {}, "command": " ".join(["python -m perception_core"] + sys.argv[1:]),
                 "params": int(model.count_params())}
