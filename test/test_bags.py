@@ -232,3 +232,4 @@ def test_record_and_evaluate_commands_write_bag_json_and_report(tmp_path, geomet
     assert files == {f.name for f in report.iterdir()}
     text = (report / "report.md").read_text()
     assert all(name in text for name in files - {"report.md"})
+    assert set(results["by_size"]) == {"<8px", "8-16px", "16-32px", "32-64px", ">=64px"} and "| 8-16px |" in text

@@ -130,7 +130,7 @@ def evaluate_bag(bag_path: Union[str, Path], model_path: Union[str, Path, None] 
         "evaluated": frames - len(errors), "decode_errors": len(errors),
         "decode_error_examples": errors[:ERRORS_LISTED],
         "scored_frames": scored, "miou": None, "pixel_accuracy": None, "iou": None,
-        "map50": None, "map50_95": None, "ap50": None, "targets": None,
+        "map50": None, "map50_95": None, "ap50": None, "targets": None, "by_size": None,
         "latency_ms": {stage: summarize_ms(values).as_dict() for stage, values in latency.items()},
     }
     if seg_result is not None:
@@ -245,6 +245,10 @@ def write_report(out_dir: Path, results: dict, seg_result, det_result: Optional[
                   f"({det_result.targets} boxes; detections kept down to score {results['score_threshold']}).", "",
                   "| class | AP50 |", "|---|---:|"]
         lines += [f"| {cls} | {_fmt(ap)} |" for cls, ap in det_result.ap50_per_class.items()]
+        lines += ["", "| object size (sqrt of box area, camera px) | boxes | recall@0.5 | AP50 |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {size} | {v['targets']} | {_fmt(v['recall50'])} | {_fmt(v['ap50'])} |"
+                  for size, v in det_result.by_size.items()]
         plot_pr_curves(det_result, out_dir / "pr_curves.png", f"{name}: precision-recall at IoU 0.5")
         lines += ["", "![precision-recall curves](pr_curves.png)", ""]
     lines += ["## Latency (ms, pipeline stages as the node runs them)", "",
