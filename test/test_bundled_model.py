@@ -15,14 +15,14 @@ BUNDLE = ("multitask.onnx", "multitask_int8.onnx", "multitask_int8_trt.onnx", "s
 def test_bundled_files_are_valid_and_small(name):
     spec = ModelSpec.load(MODELS / name)  # validates the sidecar and the sha256
     assert spec.model_path.stat().st_size < 10 * 2**20
-    assert spec.input_hw == (256, 320)
+    assert spec.input_hw == (384, 512)
 
 
 def test_bundled_multitask_accuracy():
     from perception_core.metrics.evaluate import evaluate
 
     result = evaluate([MODELS / "multitask.onnx"], frames=50, threads=2)["multitask.onnx"]
-    # The shipped model scores mIoU 0.856 / mAP50 0.64 on these 50 frames (0.857 / 0.70 on 500): the
-    # mAP bound guards against regressions, it is below the issue's 0.75 (small objects, see the note).
+    # The shipped model: mIoU 0.892 / mAP50 0.876 on these 50 frames (0.898 / 0.861 on 500); the issue asks
+    # >= 0.70 / >= 0.75, mIoU is held to 0.80.
     assert result["miou"] >= 0.80, result
-    assert result["map50"] >= 0.58, result
+    assert result["map50"] >= 0.75, result

@@ -55,7 +55,7 @@ def plot_histories(run_dirs: Sequence[str], out: str) -> None:
         if any(v == v for v in h["w_seg"]) and any(v == v for v in h["w_det"]):
             axes[2].plot(h["step"], h["w_seg"], label=f"{name} seg weight")
             axes[2].plot(h["step"], h["w_det"], label=f"{name} det weight")
-    for ax, title in zip(axes, ("segmentation cross-entropy", "detection loss (focal + log-size L1 + offset)",
+    for ax, title in zip(axes, ("segmentation cross-entropy", "detection loss (focal + size L1 + offset)",
                                 "learned task weights exp(-s)")):
         ax.set_title(title)
         ax.set_xlabel("step")
