@@ -258,7 +258,11 @@ class PerceptionModel(keras.Model):
 
 def build_model(variant="multitask", image_shape=(256, 320, 3), alpha=0.5, neck_channels=64, head_channels=64,
                 det_stride=8, detail_channels=32):
-    """The one builder for all variants: same backbone, neck and heads, different head sets."""
+    """The one builder for all variants: same backbone, neck and heads, different head sets.
+
+    The defaults rebuild runs saved before the stride-4 head (their model_kwargs are empty);
+    ``train`` passes the bundled models' ``det_stride=4``.
+    """
     backbone = MobileNetV2Backbone(image_shape=image_shape, alpha=alpha, name="backbone")
     return PerceptionModel(backbone, variant=variant, neck_channels=neck_channels, head_channels=head_channels,
                            det_stride=det_stride, detail_channels=detail_channels, name=variant)
