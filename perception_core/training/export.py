@@ -190,8 +190,7 @@ def export(checkpoint, out, top_k=100, verify_frames=50, eval_frames=100, tflite
     params = int(model.count_params())
     fields = dict(name=out.stem, variant=model.variant, image_hw=image_hw, outputs=outputs, top_k=top_k,
                   stride=model.det_stride, settings=settings or {},
-                  extra={"params": params, "verification": verification,
-                                                   "class_map_stride": class_map_stride})
+                  extra={"params": params, "verification": verification, "class_map_stride": class_map_stride})
     write_sidecar(out, sidecar_fields(precision="fp32", metrics={}, **fields))
     if eval_frames:
         from perception_core.metrics.evaluate import evaluate

@@ -94,8 +94,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     settings = {"task": task, "variant": variant, "steps": steps, "batch": batch, "seed": seed,
                 "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
                 "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "det_weight": det_weight,
-                "bn_momentum": 0.9,
-                "augmentation": "crop+hflip",
+                "bn_momentum": 0.9, "augmentation": "crop+hflip",
                 "model_kwargs": model_kwargs or {}, "command": " ".join(["python -m perception_core"] + sys.argv[1:]),
                 "params": int(model.count_params())}
     start = 0
@@ -132,7 +131,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
         rows.writeheader()
     pool = ThreadPoolExecutor(1)  # the next batch is built while TF runs this one
     pending = pool.submit(sampler, start)
-    if start == 0 and balance == "uncertainty" and len(heads) > 1:
+    if start == 0 and balancer.trainable_weights:  # learned weights only (uncertainty, two tasks)
         first = pending.result()
         balancer.start_at(task_losses(model(tf.constant(first["image"]), training=False), first, heads)[0])
     tick, t_start = time.perf_counter(), time.perf_counter()
