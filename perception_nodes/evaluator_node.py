@@ -34,15 +34,15 @@ TOPICS = {"segmentation": Image, "detections": Detection2DArray,
 
 @dataclass(frozen=True)
 class EvaluatorParams:
-    report_period: float = param(5.0, "Seconds between printed metric reports.", range=(0.5, 600.0))
+    report_period: float = param(5.0, "Seconds between printed metric reports.", range=(0.5, 600.0), live=True)
     pair_timeout: float = param(5.0, "A frame still missing a message after this many seconds is unpaired.",
-                                range=(0.5, 600.0))
+                                range=(0.5, 600.0), live=True)
 
 
 class Evaluator(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("evaluator", **node_options)
-        self.params = declare_params(self, EvaluatorParams)
+        self.params = declare_params(self, EvaluatorParams, on_change=self._apply_params)
         self.segmentation = SegmentationMetric(SEG_CLASSES)
         self.detection = DetectionMetric(DET_CLASSES)
         self.partial: dict[int, dict] = {}  # stamp -> {topic: message, "_since": monotonic time}
@@ -54,6 +54,12 @@ class Evaluator(Node):
         # never print the final metrics.
         self.timer = self.create_timer(self.params.report_period, self.report,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _apply_params(self, new: EvaluatorParams) -> None:
+        """Live parameters: the report period and the pairing timeout apply from now."""
+        old, self.params = self.params, new
+        if new.report_period != old.report_period:
+            self.timer.timer_period_ns = int(new.report_period * 1e9)
 
     def on_message(self, topic: str, msg) -> None:
         stamp = stamp_to_ns(msg.header.stamp)

@@ -41,16 +41,16 @@ def stamp_ns_from_cdr(serialized: bytes) -> int:
 @dataclass(frozen=True)
 class LatencyMonitorParams:
     transport: str = param("raw", "Watch 'image' (raw) or 'image/compressed'.", choices=("raw", "compressed"))
-    report_period: float = param(1.0, "Seconds between printed summaries.", range=(0.1, 60.0))
-    window: int = param(300, "Samples kept for the percentiles.", range=(10, 100000))
+    report_period: float = param(1.0, "Seconds between printed summaries.", range=(0.1, 60.0), live=True)
+    window: int = param(300, "Samples kept for the percentiles.", range=(10, 100000), live=True)
     answer_timeout: float = param(2.0, "An input with no output after this many seconds is dropped.",
-                                  range=(0.1, 60.0))
+                                  range=(0.1, 60.0), live=True)
 
 
 class LatencyMonitor(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("latency_monitor", **node_options)
-        self.params = p = declare_params(self, LatencyMonitorParams)
+        self.params = p = declare_params(self, LatencyMonitorParams, on_change=self._apply_params)
         image_type, image_topic = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
         self.transport = LatencyWindow(p.window)
         self.end_to_end = LatencyWindow(p.window)
@@ -62,6 +62,14 @@ class LatencyMonitor(Node):
                                                    raw=True)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = self.create_timer(p.report_period, self.report)
+
+    def _apply_params(self, new: LatencyMonitorParams) -> None:
+        """Live parameters: a new window starts empty; the period and timeout apply from now."""
+        old, self.params = self.params, new
+        if new.window != old.window:
+            self.transport, self.end_to_end = LatencyWindow(new.window), LatencyWindow(new.window)
+        if new.report_period != old.report_period:
+            self.timer.timer_period_ns = int(new.report_period * 1e9)
 
     def _stamp(self, serialized: bytes):
         try:

@@ -47,14 +47,16 @@ class MultitaskNodeParams:
     model: str = param("", "Path to an ONNX model with its .json sidecar; empty = bundled multitask.onnx.")
     engine: str = param("onnxruntime", "Inference engine.", choices=ENGINES)
     threads: int = param(2, "Intra-op threads of the engine.", range=(1, 64))
-    score_threshold: float = param(0.3, "Detections below this score are not published.", range=(0.0, 1.0))
-    max_detections: int = param(100, "At most this many detections per frame (best first).", range=(0, 1000))
+    score_threshold: float = param(0.3, "Detections below this score are not published.", range=(0.0, 1.0),
+                                   live=True)
+    max_detections: int = param(100, "At most this many detections per frame (best first).", range=(0, 1000),
+                                live=True)
     transport: str = param("raw", "Subscribe to 'image' (raw) or 'image/compressed'.", choices=("raw", "compressed"))
     reliability: str = param("best_effort", "Input QoS reliability (best_effort matches every camera).",
                              choices=RELIABILITY_CHOICES)
     depth: int = param(1, "Input QoS history depth; 1 keeps only the newest frame.", range=(1, 100))
-    overlay: bool = param(True, "Offer the overlay topic (drawn only while someone subscribes).")
-    diagnostics_period: float = param(1.0, "Seconds between /diagnostics reports.", range=(0.1, 60.0))
+    overlay: bool = param(True, "Draw the overlay topic while someone subscribes; false never draws it.", live=True)
+    diagnostics_period: float = param(1.0, "Seconds between /diagnostics reports.", range=(0.1, 60.0), live=True)
     cameras: tuple = param(("",), "Camera namespaces served by the one engine, e.g. ['front', 'rear'] -> "
                            "front/image -> front/segmentation, ...; [''] = topics without a prefix.")
 
@@ -69,19 +71,23 @@ class CameraStream:
         self.seg_pub = node.create_publisher(Image, topic("segmentation"), OUTPUT_QOS)
         self.det_pub = node.create_publisher(Detection2DArray, topic("detections"), OUTPUT_QOS)
         self.label_pub = node.create_publisher(LabelInfo, topic("segmentation/label_info"), LATCHED_QOS)
-        self.overlay_pub = node.create_publisher(Image, topic("overlay"), OUTPUT_QOS) if p.overlay else None
-        self.label_pub.publish(label_info_msg(node.pipeline.seg_classes, Header(), p.score_threshold))
+        self.overlay_pub = node.create_publisher(Image, topic("overlay"), OUTPUT_QOS)
+        self.publish_label_info(node.pipeline.seg_classes, p.score_threshold)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.mailbox = None  # (message, perf_counter at arrival) of the newest unprocessed frame
         msg_type, image = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
         self.sub = node.create_subscription(msg_type, topic(image), lambda msg: node.on_image(self, msg),
                                             qos_from_params(p.reliability, p.depth))
 
+    def publish_label_info(self, seg_classes, score_threshold: float) -> None:
+        """Latched: a late subscriber gets the class names and the threshold in force."""
+        self.label_pub.publish(label_info_msg(seg_classes, Header(), score_threshold))
+
 
 class MultitaskNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("multitask_perception", **node_options)
-        self.params = p = declare_params(self, MultitaskNodeParams)
+        self.params = p = declare_params(self, MultitaskNodeParams, on_change=self._apply_params)
         if len(set(p.cameras)) != len(p.cameras):
             raise ValueError(f"parameter 'cameras' lists a camera twice: {list(p.cameras)}")
         model_path = p.model or str(package_file("models", "multitask.onnx"))
@@ -103,6 +109,17 @@ class MultitaskNode(Node):
             f"{self.pipeline.model_names} on {self.pipeline.engine_name} ({self.pipeline.precision}, "
             f"{p.threads} threads), input {self.pipeline.input_hw}; listening on "
             f"{', '.join(s.sub.topic_name for s in self.streams)}")
+
+    def _apply_params(self, new: MultitaskNodeParams) -> None:
+        """Live parameters: thresholds apply from the next frame, the report period from now."""
+        old, self.params = self.params, new
+        self.pipeline.score_threshold = new.score_threshold
+        self.pipeline.max_detections = new.max_detections
+        if new.diagnostics_period != old.diagnostics_period:
+            self.diag_timer.timer_period_ns = int(new.diagnostics_period * 1e9)
+        if new.score_threshold != old.score_threshold:
+            for stream in self.streams:
+                stream.publish_label_info(self.pipeline.seg_classes, new.score_threshold)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -157,7 +174,7 @@ class MultitaskNode(Node):
         self.publish_outputs(stream, msg.header, result)
         t = self.node_timer.lap("publish", t)
         self.node_timer.record("total", (t - received) * 1e3)
-        if stream.overlay_pub is not None and stream.overlay_pub.get_subscription_count() > 0:
+        if self.params.overlay and stream.overlay_pub.get_subscription_count() > 0:
             self.publish_overlay(stream, msg.header, result)
             self.node_timer.lap("overlay", t)
         stream.counts["processed"] += 1

@@ -34,7 +34,7 @@ CAMERA_ENCODINGS = ("bgr8", "rgb8", "bgra8", "rgba8", "mono8")
 
 @dataclass(frozen=True)
 class SyntheticCameraParams:
-    rate: float = param(30.0, "Frames per second.", range=(0.1, 240.0))
+    rate: float = param(30.0, "Frames per second.", range=(0.1, 240.0), live=True)
     width: int = param(640, "Image width in pixels.", range=(16, 4096))
     height: int = param(480, "Image height in pixels.", range=(16, 4096))
     encoding: str = param("bgr8", "Raw image encoding.", choices=CAMERA_ENCODINGS)
@@ -44,8 +44,9 @@ class SyntheticCameraParams:
     seed: int = param(VALIDATION_SEED, "Simulator seed; the default is the held-out validation split.",
                       range=(0, 2**31 - 1))
     loop_frames: int = param(30, "Scenes rendered at startup and replayed in a loop.", range=(1, 10000))
-    frame_id: str = param("camera", "frame_id of every published header.")
-    horizontal_fov_deg: float = param(90.0, "Horizontal field of view for camera_info.", range=(10.0, 170.0))
+    frame_id: str = param("camera", "frame_id of every published header.", live=True)
+    horizontal_fov_deg: float = param(90.0, "Horizontal field of view for camera_info.", range=(10.0, 170.0),
+                                      live=True)
     reliability: str = param("best_effort", "Reliability of the image publisher (sensor-data style).",
                              choices=RELIABILITY_CHOICES)
     depth: int = param(5, "History depth of the publishers.", range=(1, 100))
@@ -59,8 +60,7 @@ def camera_info_msg(width: int, height: int, horizontal_fov_deg: float) -> Camer
 class SyntheticCamera(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("synthetic_camera", **node_options)
-        self.params = declare_params(self, SyntheticCameraParams)
-        p = self.params
+        self.params = p = declare_params(self, SyntheticCameraParams, on_change=self._apply_params)
         image_qos = qos_from_params(p.reliability, p.depth)
         if p.transport == "raw":
             self.image_pub = self.create_publisher(Image, "image", image_qos)
@@ -80,6 +80,13 @@ class SyntheticCamera(Node):
         self.get_logger().info(
             f"publishing {p.width}x{p.height} {p.encoding if p.transport == 'raw' else 'jpeg'} at {p.rate:g} Hz "
             f"on {self.image_pub.topic_name} (+ camera_info, ground_truth/*), seed {p.seed}")
+
+    def _apply_params(self, new: SyntheticCameraParams) -> None:
+        """Live parameters: the rate, frame_id and field of view apply from the next frame."""
+        old, self.params = self.params, new
+        if new.rate != old.rate:
+            self.timer.timer_period_ns = int(1e9 / new.rate)
+        self.info = camera_info_msg(new.width, new.height, new.horizontal_fov_deg)
 
     def _render_loop(self) -> list[tuple]:
         """Render every scene of the loop once and keep its ready-to-publish messages."""

@@ -1,0 +1,72 @@
+"""Stopping nodes as the real tools do: a terminal Ctrl-C, a launcher's second SIGINT, SIGTERM.
+
+A terminal's Ctrl-C under ``ros2 launch`` (or ``ros2 run``) sends SIGINT to the whole process
+group, and the launcher then forwards one more SIGINT to each child; a service manager sends
+SIGTERM. Every node must then exit with status 0 and print no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from vision_msgs.msg import Detection2DArray
+
+from graph_utils import NodeProcess, spin_until
+
+pytestmark = pytest.mark.ros
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+# the nodes of launch/simulation.launch.xml, with their parameter files
+GRAPH = [
+    ("perception_nodes.multitask_node", "multitask_node.param.yaml"),
+    ("perception_nodes.synthetic_camera_node", "synthetic_camera.param.yaml"),
+    ("perception_nodes.latency_monitor_node", "latency_monitor.param.yaml"),
+    ("perception_nodes.evaluator_node", "evaluator.param.yaml"),
+]
+CRASH_SIGNS = ("Traceback", "terminate called", "Segmentation fault", "KeyboardInterrupt")
+
+
+def send(processes: list[NodeProcess], how: str) -> None:
+    group = processes[0].process.pid
+    if how == "terminal ctrl-c under launch":  # the group, then launch's own SIGINT to each child
+        os.killpg(group, signal.SIGINT)
+        time.sleep(0.1)
+        for p in processes:
+            if p.process.poll() is None:
+                p.process.send_signal(signal.SIGINT)
+    elif how == "two ctrl-c at once":
+        os.killpg(group, signal.SIGINT)
+        os.killpg(group, signal.SIGINT)
+    elif how == "sigterm":
+        os.killpg(group, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("how", ["terminal ctrl-c under launch", "two ctrl-c at once", "sigterm"])
+def test_every_node_exits_cleanly(ros_peer, how):
+    node, executor = ros_peer
+    answers = []
+    node.create_subscription(Detection2DArray, "detections", answers.append, 10)
+    with ExitStack() as stack:
+        processes = []
+        for module, params_file in GRAPH:
+            group = processes[0].process.pid if processes else 0  # one process group, as launch's children
+            extra = ("loop_frames:=3",) if "camera" in module else ()
+            processes.append(stack.enter_context(NodeProcess(module, *extra, params_file=CONFIG / params_file,
+                                                             process_group=group)))
+        assert spin_until(executor, lambda: len(answers) >= 3, timeout=90), "the graph never answered"
+        send(processes, how)
+        codes = [p.stop(timeout=20) for p in processes]  # stop() only waits: they are already stopping
+    for (module, _), code, p in zip(GRAPH, codes, processes):
+        assert code == 0, f"{module} exited {code} after {how}:\n{p.output}"
+        assert not any(sign in p.output for sign in CRASH_SIGNS), f"{module} after {how}:\n{p.output}"
+
+
+def test_a_missing_parameter_file_is_refused_with_one_line(tmp_path):
+    code, output = NodeProcess("perception_nodes.latency_monitor_node",
+                               params_file=tmp_path / "nonexistent.yaml").run_to_exit()
+    assert code == 1, output
+    assert "parameter file not found" in output and "nonexistent.yaml" in output and "Traceback" not in output
