@@ -2,7 +2,9 @@
 agreement with the ONNX Runtime CPU reference on the bundled model.
 
 TensorRT runs it only where `tensorrt` imports (a Jetson / GPU machine with TensorRT); here it is
-skipped with that reason, because TensorRT is not installable on these machines.
+skipped with that reason, because TensorRT is not installable on these machines. LiteRT runs the
+.tflite twins: the geometry model rebuilt in TensorFlow and written by export's own LiteRT path
+(skipped where TensorFlow is not installed), and the bundled multitask.tflite.
 """
 
 from __future__ import annotations
@@ -21,18 +23,49 @@ from perception_core.sim import VALIDATION_SEED, render_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "models" / "multitask.onnx"
+MODEL_SUFFIX = {"onnxruntime": ".onnx", "tensorrt": ".onnx", "litert": ".tflite"}
 
 
-@pytest.fixture(params=["onnxruntime", "tensorrt"])
+@pytest.fixture(params=["onnxruntime", "tensorrt", "litert"])
 def engine_name(request):
     if request.param == "tensorrt":
         pytest.importorskip("tensorrt", reason="TensorRT is not installable here (JetPack / NVIDIA GPU machines only)")
+    if request.param == "litert":
+        pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
     return request.param
 
 
 @pytest.fixture(scope="module")
-def geometry_spec(tmp_path_factory):
+def geometry_onnx(tmp_path_factory):
     return ModelSpec.load(make_geometry_model(tmp_path_factory.mktemp("geometry")))
+
+
+@pytest.fixture(scope="module")
+def geometry_tflite(geometry_onnx, tmp_path_factory):
+    """The geometry model as a TensorFlow function, through export's LiteRT path (which checks it against TF)."""
+    tf = pytest.importorskip("tensorflow", reason="the .tflite geometry model is built with TensorFlow")
+    from perception_core.training.export import export_tflite
+
+    (_, h, w, _), k = geometry_onnx.input_shape, geometry_onnx.top_k
+    constants = load_engine(geometry_onnx).infer({"image": np.zeros(geometry_onnx.input_shape, np.uint8)})
+
+    @tf.function(input_signature=[tf.TensorSpec((1, h, w, 3), tf.uint8, name="image")])
+    def serve(image):
+        red = tf.cast(image[0, :, :, 2], tf.float32)
+        return {"class_map": tf.cast(tf.floor(red * (1.0 / 128.0)), tf.uint8),
+                **{name: tf.constant(constants[name]) for name in ("boxes", "scores", "classes")}}
+
+    frames = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8) for i in range(2)]
+    path = tmp_path_factory.mktemp("geometry_tflite") / "geometry.tflite"
+    export_tflite(serve, frames, path, {"name": "geometry", "variant": "multitask", "image_hw": (h, w),
+                                        "outputs": list(geometry_onnx.outputs), "top_k": k, "stride": 8,
+                                        "settings": {}, "extra": {}})
+    return ModelSpec.load(path)
+
+
+@pytest.fixture
+def geometry_spec(engine_name, request):
+    return request.getfixturevalue("geometry_tflite" if engine_name == "litert" else "geometry_onnx")
 
 
 def test_engine_follows_the_protocol(engine_name, geometry_spec):
@@ -58,7 +91,7 @@ def test_engine_reproduces_known_outputs(engine_name, geometry_spec):
 def test_engine_agrees_with_the_reference_on_the_bundled_model(engine_name):
     spec = ModelSpec.load(BUNDLED)
     reference = load_engine(spec, engine="onnxruntime", threads=2)
-    engine = load_engine(spec, engine=engine_name, threads=2)
+    engine = load_engine(ModelSpec.load(BUNDLED.with_suffix(MODEL_SUFFIX[engine_name])), engine=engine_name, threads=2)
     for index in range(4):
         batch, _ = stages.preprocess(render_scene(VALIDATION_SEED, index).frame.image, spec.input_hw)
         want, got = reference.infer({spec.input_name: batch}), engine.infer({spec.input_name: batch})

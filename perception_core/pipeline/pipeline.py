@@ -62,13 +62,14 @@ class Pipeline:
 
     @classmethod
     def from_model_files(cls, paths: Sequence[Union[str, Path]], *, engine: str = "onnxruntime", threads: int = 2,
+                         providers: Optional[Sequence[str]] = None, delegate: Optional[str] = None,
                          **kwargs) -> Pipeline:
-        """Load and validate each model's sidecar, build its engine, and warm it up."""
+        """Load and validate each model's sidecar, build its engine (see engines.load_engine), and warm it up."""
         models = []
         for path in paths:
             spec = ModelSpec.load(path)
             try:
-                runner = load_engine(spec, engine=engine, threads=threads)
+                runner = load_engine(spec, engine=engine, threads=threads, providers=providers, delegate=delegate)
                 runner.warmup()
             except ValueError:
                 raise
