@@ -32,7 +32,7 @@ def package_file(folder: str, name: str) -> Path:
 
 def local_graph_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None) -> dict[str, str]:
     """Variables for a private, loopback-only ROS graph with the big-image DDS profile."""
-    profile = str(package_file("config", "fastdds.xml"))
+    profile = str(package_file("config", "fastdds_loopback.xml"))
     return {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(domain_id if domain_id is not None else 1 + os.getpid() % 100),

@@ -33,6 +33,13 @@ class NodeProcess:
         self.process: subprocess.Popen | None = None
         self.output = ""
 
+    @classmethod
+    def of_command(cls, cmd: list[str], env: dict | None = None) -> NodeProcess:
+        """A command line built elsewhere (e.g. what a launch file would start)."""
+        process = cls("", env=env)
+        process.cmd = list(cmd)
+        return process
+
     def __enter__(self) -> NodeProcess:
         group = self.process_group
         self.process = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,52 +1,31 @@
 """Launch files: a static check that always runs, and launch_pytest runs where launch_pytest exists.
 
-The static check reads each XML file the way ros2 launch would resolve it: executables must be
-entry points, parameter files must name only parameters the node declares (with the right type),
-remaps must name topics the node really uses, included files must exist, and every $(var)
-must be declared.
+The static check resolves each XML file the way ros2 launch would (test/launch_reader.py):
+executables must be entry points, parameter files must name only parameters the node declares
+(with the right type), remaps must name topics the node really uses, included files must exist,
+every $(var) must be set and every argument described. test_launch_args.py starts the nodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launch_reader import ROOT, entry_points, launch
 from perception_nodes.evaluator_node import EvaluatorParams
 from perception_nodes.latency_monitor_node import LatencyMonitorParams
 from perception_nodes.multitask_node import MultitaskNodeParams
 from perception_nodes.stage_profiler_node import StageProfilerParams
 from perception_nodes.synthetic_camera_node import SyntheticCameraParams
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARE = "$(find-pkg-share multitask_perception)"
-LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.xml"))
 PARAMS = {"multitask_node": MultitaskNodeParams, "synthetic_camera": SyntheticCameraParams,
           "latency_monitor": LatencyMonitorParams, "evaluator": EvaluatorParams,
           "stage_profiler": StageProfilerParams}
-MODULES = {"multitask_node": "multitask_node", "synthetic_camera": "synthetic_camera_node",
-           "latency_monitor": "latency_monitor_node", "evaluator": "evaluator_node",
-           "stage_profiler": "stage_profiler_node"}
+LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.xml"))
 ROS_PARAMS = {"use_sim_time"}
-
-
-def entry_points() -> set[str]:
-    return set(re.findall(r'"(\w+) = perception_nodes\.\w+:main"', (ROOT / "setup.py").read_text()))
-
-
-def resolve(value: str, variables: dict[str, str]) -> str:
-    value = value.replace(SHARE, str(ROOT))
-    return re.sub(r"\$\(var (\w+)\)", lambda m: variables[m.group(1)], value)
-
-
-def declared_variables(root: ET.Element) -> dict[str, str]:
-    variables = {a.get("name"): a.get("default", "") for a in root.iter("arg")}
-    variables.update({a.get("name"): a.get("value") for a in root.iter("let")})
-    return {k: v.replace(SHARE, str(ROOT)) for k, v in variables.items()}
 
 
 def python_type(value) -> type:
@@ -60,29 +39,21 @@ def test_there_are_the_four_launch_files():
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_file_is_consistent(path):
-    root = ET.parse(path).getroot()
-    assert root.tag == "launch"
-    variables = declared_variables(root)
-    for used in re.findall(r"\$\(var (\w+)\)", path.read_text()):
-        assert used in variables, f"{path.name}: $(var {used}) is not declared"
-    for arg in root.iter("arg"):
-        if arg.get("default") is not None:
-            assert arg.get("description"), f"{path.name}: arg {arg.get('name')} has no description"
-    for include in root.iter("include"):
-        assert Path(resolve(include.get("file"), variables)).is_file(), include.get("file")
-    for node in root.iter("node"):
-        exe = node.get("exec")
-        assert node.get("pkg") == "multitask_perception" and exe in entry_points(), exe
-        fields = {f.name: f for f in dataclasses.fields(PARAMS[exe])}
-        for p in node.findall("param"):
-            if p.get("from"):
-                param_file = Path(resolve(p.get("from"), variables))
-                check_param_file(param_file, fields)
+    reader = launch(path, environ={})  # every substitution, include and node resolved as ros2 launch does
+    for name, arg in reader.declared.items():
+        assert arg.get("description"), f"{path.name}: arg {name} has no description"
+    modules = entry_points()
+    for node in reader.nodes:
+        assert node.executable in modules, node.executable
+        fields = {f.name: f for f in dataclasses.fields(PARAMS[node.executable])}
+        for item in node.params:
+            if isinstance(item, tuple):
+                assert item[0] in fields or item[0] in ROS_PARAMS, f"{node.executable} has no parameter {item[0]}"
             else:
-                assert p.get("name") in fields or p.get("name") in ROS_PARAMS, f"{exe} has no parameter {p.get('name')}"
-        source = (ROOT / "perception_nodes" / f"{MODULES[exe]}.py").read_text()
-        for remap in node.findall("remap"):
-            assert f'"{remap.get("from")}"' in source, f"{exe} does not use topic {remap.get('from')}"
+                check_param_file(Path(item), fields)
+        source = (ROOT / (modules[node.executable].replace(".", "/") + ".py")).read_text()
+        for topic, _ in node.remaps:
+            assert f'"{topic}"' in source, f"{node.executable} does not use topic {topic}"
 
 
 def check_param_file(path: Path, fields: dict) -> None:

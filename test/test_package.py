@@ -44,7 +44,7 @@ def test_executables_installed_in_lib(colcon_install, name):
 def test_data_files_installed_in_share(colcon_install):
     share = colcon_install / "share" / PKG
     assert (share / "package.xml").is_file()
-    assert (share / "config" / "fastdds.xml").is_file()
+    assert (share / "config" / "fastdds_loopback.xml").is_file() and (share / "config" / "fastdds_robot.xml").is_file()
     assert (colcon_install / "share" / "ament_index" / "resource_index" / "packages" / PKG).is_file()
 
 
