@@ -47,6 +47,10 @@ class MultitaskNodeParams:
     model: str = param("", "Path to an ONNX model with its .json sidecar; empty = bundled multitask.onnx.")
     engine: str = param("onnxruntime", "Inference engine.", choices=ENGINES)
     threads: int = param(2, "Intra-op threads of the engine.", range=(1, 64))
+    providers: tuple = param(("cpu",), "ONNX Runtime execution providers in order of preference: cpu, cuda, "
+                             "tensorrt or full names (e.g. CUDAExecutionProvider); engine onnxruntime only.")
+    delegate: str = param("", "LiteRT delegate library (e.g. libedgetpu.so.1 for a Coral Edge TPU); engine litert "
+                          "only; empty = XNNPACK on the CPU.")
     score_threshold: float = param(0.3, "Detections below this score are not published.", range=(0.0, 1.0),
                                    live=True)
     max_detections: int = param(100, "At most this many detections per frame (best first).", range=(0, 1000),
@@ -92,6 +96,7 @@ class MultitaskNode(Node):
             raise ValueError(f"parameter 'cameras' lists a camera twice: {list(p.cameras)}")
         model_path = p.model or str(package_file("models", "multitask.onnx"))
         self.pipeline = Pipeline.from_model_files([model_path], engine=p.engine, threads=p.threads,
+                                                  providers=p.providers, delegate=p.delegate or None,
                                                   score_threshold=p.score_threshold, max_detections=p.max_detections)
         self.node_timer = StageTimer(NODE_STAGES)
         self.timings_pub = self.create_publisher(DiagnosticStatus, "~/stage_timings", OUTPUT_QOS)

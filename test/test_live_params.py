@@ -6,6 +6,10 @@ what ``ros2 param set`` calls.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rclpy
@@ -104,3 +108,13 @@ def test_periods_change_live_and_out_of_range_is_refused(context, node_cls, time
         assert getattr(node.params, name) == value
     finally:
         node.destroy_node()
+
+
+def test_the_readme_table_says_which_parameters_are_live():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = {}
+    for cell, kind in re.findall(r"^\| ([^|]+) \| [^|]+ \| (live|read-only) \|", readme, re.M):
+        said.update(dict.fromkeys(re.findall(r"`(\w+)`", cell), kind))
+    fields = {f.name for f in dataclasses.fields(MultitaskNodeParams)}
+    assert set(said) == fields
+    assert {name for name, kind in said.items() if kind == "live"} == set(live_fields(MultitaskNodeParams))

@@ -140,6 +140,8 @@ BAD_STARTS = [
     ("engine:=cuda", "must be one of"),
     ("transport:=udp", "must be one of"),
     ("depth:=0", "depth"),
+    ("providers:=[cuda]", "CUDAExecutionProvider"),
+    ("delegate:=libedgetpu.so.1", "litert"),
     ("engine:=tensorrt", "tensorrt"),
 ]
 
