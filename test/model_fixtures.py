@@ -27,9 +27,10 @@ def make_geometry_model(folder: Path, input_hw=(256, 320), boxes=((10, 18, 50, 5
         const("starts", [2], TensorProto.INT64), const("ends", [3], TensorProto.INT64),
         const("axes", [3], TensorProto.INT64), const("sq_axes", [0, 3], TensorProto.INT64),
         const("half", [1.0 / 128.0], TensorProto.FLOAT),
-        helper.make_node("Slice", ["image", "starts", "ends", "axes"], ["red"]),
-        helper.make_node("Squeeze", ["red", "sq_axes"], ["red2d"]),
-        helper.make_node("Cast", ["red2d"], ["redf"], to=TensorProto.FLOAT),
+        # Cast first: TensorRT takes a UINT8 network input only straight into a cast to FLOAT/HALF.
+        helper.make_node("Cast", ["image"], ["imagef"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["imagef", "starts", "ends", "axes"], ["red"]),
+        helper.make_node("Squeeze", ["red", "sq_axes"], ["redf"]),
         helper.make_node("Mul", ["redf", "half"], ["scaled"]),
         helper.make_node("Floor", ["scaled"], ["floored"]),
         helper.make_node("Cast", ["floored"], ["class_map"], to=TensorProto.UINT8),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -148,6 +149,8 @@ BAD_STARTS = [
 
 @pytest.mark.parametrize("bad,needle", BAD_STARTS, ids=[b for b, _ in BAD_STARTS])
 def test_bad_configuration_exits_with_one_clear_line(geometry_model, bad, needle):
+    if bad == "engine:=tensorrt" and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT imports here, so engine:=tensorrt is a valid start")
     code, output = NodeProcess(NODE, f"model:={geometry_model}", bad).run_to_exit()  # the last value wins
     assert code == 1, output
     assert needle in output and "Traceback" not in output, output
