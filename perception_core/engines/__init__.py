@@ -45,10 +45,13 @@ def load_engine(spec: ModelSpec, *, engine: str = "onnxruntime", threads: int = 
         return OnnxRuntimeEngine(spec.model_path, intra_op_threads=threads, providers=providers,
                                  precision=spec.precision)
     if engine == "tensorrt":
-        from perception_core.engines.tensorrt_engine import TensorRTEngine
+        from perception_core.engines.tensorrt_engine import TensorRTEngine, TensorRTError
 
+        # cached_plan refuses the CPU INT8 form and TensorRT older than 8.6 with a ValueError of its own.
         try:
             return TensorRTEngine.from_onnx(spec.model_path, precision="int8" if spec.precision == "int8" else "fp16")
-        except ImportError as exc:  # tensorrt / cuda-python come from JetPack, not from pip here
+        except ImportError as exc:  # tensorrt and libcudart come from JetPack, not from pip
             raise ValueError(f"engine 'tensorrt' is not available here ({exc}); use engine 'onnxruntime'") from exc
+        except TensorRTError as exc:  # CUDA, build or plan failures on this machine: one line, not a traceback
+            raise ValueError(f"engine 'tensorrt' failed: {exc}") from exc
     raise ValueError(f"unknown engine {engine!r}; must be one of: {', '.join(ENGINES)}")
