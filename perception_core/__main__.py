@@ -2,7 +2,7 @@
 record, bench, build-engine.
 
 TensorFlow is imported only by the commands that need it (train, export, quantize), after the
-thread and log settings are in place; evaluate runs on ONNX Runtime alone.
+thread and log settings are in place; evaluate runs on ONNX Runtime (LiteRT for .tflite files) alone.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_quantize(args) -> int:
+    _quiet_tensorflow()
     from perception_core.training.quantize import quantize
 
     quantize(args.model, args.out, args.out_trt, calibration_frames=args.calibration_frames,
@@ -112,18 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("quantize", help="INT8 QDQ ONNX (CPU u8s8 and TensorRT s8 forms)")
-    p.add_argument("--model", default="models/multitask.onnx")
-    p.add_argument("--out", default="models/multitask_int8.onnx")
-    p.add_argument("--out-trt", default="models/multitask_int8_trt.onnx")
+    p = sub.add_parser("quantize", help="INT8: QDQ ONNX (CPU u8s8 and TensorRT s8 forms) or full-integer LiteRT")
+    p.add_argument("--model", default="models/multitask.onnx", help="an exported .onnx or .tflite model")
+    p.add_argument("--out", help="default: beside the model as <stem>_int8.onnx / <stem>_int8.tflite")
+    p.add_argument("--out-trt", help="TensorRT form of an ONNX model; default: <stem>_int8_trt.onnx")
     p.add_argument("--calibration-frames", type=int, default=200)
     p.add_argument("--float-det-trunk", action="store_true", help="keep the detection head's 3x3 conv in float")
     p.add_argument("--eval-frames", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("evaluate", help="metrics and latency of ONNX models on the validation split")
-    p.add_argument("--model", nargs="+", required=True, help="one or more ONNX files (timed side by side)")
+    p = sub.add_parser("evaluate", help="metrics and latency of models on the validation split")
+    p.add_argument("--model", nargs="+", required=True,
+                   help="one or more .onnx (ONNX Runtime) or .tflite (LiteRT) files, timed side by side")
     p.add_argument("--sim", type=int, default=500, help="number of validation frames")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--out-dir", help="confusion-matrix and overlay PNGs go here")

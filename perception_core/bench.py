@@ -1,10 +1,10 @@
-"""``make bench``: multitask vs separate models vs INT8, and the node end to end, in one run.
+"""``make bench``: multitask vs separate models vs INT8, ONNX Runtime vs LiteRT, and the node end to end, in one run.
 
 Everything is compared on the same frames in the same run, as ratios, with p50/p95/p99:
 - latency per stage and in total, the configurations interleaved frame by frame;
 - accuracy of each configuration on those frames (mIoU, mAP50 with every peak kept);
 - peak RSS of each configuration in a process of its own, above an empty-runtime baseline;
-- parameters (from the ONNX initializers);
+- parameters (ONNX initializers, LiteRT constant tensors);
 - the node as deployed: camera process -> node process -> observer (perception_nodes.graph_bench,
   run as a subprocess so this module stays free of ROS).
 Writes ``bench/results.json``, ``bench/results.md`` and ``bench/bench.png``.
@@ -34,16 +34,25 @@ from perception_core.profiling import (
     time_pipelines,
 )
 
-CONFIGURATIONS = {
+CONFIGURATIONS = {  # the model file picks the runtime: .onnx -> ONNX Runtime, .tflite -> LiteRT (XNNPACK)
     "multitask fp32": ("multitask.onnx",),
     "separate fp32": ("seg_only.onnx", "det_only.onnx"),
     "multitask int8": ("multitask_int8.onnx",),
+    "multitask fp32 litert": ("multitask.tflite",),
+    "multitask int8 litert": ("multitask_int8.tflite",),
 }
 MAP_SCORE_THRESHOLD = 0.01  # mAP needs the whole precision/recall curve, not the node's threshold
 
 
-def onnx_parameters(path: Path) -> int:
-    """Number of weights stored in an ONNX file's initializers (QDQ scales and zero points included)."""
+def model_parameters(path: Path) -> int:
+    """Number of weights stored in a model file: an ONNX file's initializers, a LiteRT file's constant
+    tensors (quantization scales and zero points not counted there, unlike QDQ's initializers)."""
+    if path.suffix == ".tflite":
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.read_model(path)
+        return int(sum(np.prod(t.shape, dtype=np.int64) for g in model.subgraphs for t in g.tensors
+                       if model.buffers[t.buffer].data is not None))
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -115,7 +124,7 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph:
     print("[bench] peak RSS, each configuration in its own process", flush=True)
     baseline = measure_memory([], 20, threads)
     memory = {name: measure_memory(p, 20, threads) - baseline for name, p in paths.items()}
-    params = {name: sum(onnx_parameters(m) for m in p) for name, p in paths.items()}
+    params = {name: sum(model_parameters(m) for m in p) for name, p in paths.items()}
 
     p50 = {name: latency[name][TOTAL].p50_ms for name in latency}
     infer50 = {name: latency[name]["infer"].p50_ms for name in latency}
@@ -133,6 +142,9 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph:
             "parameters_multitask_over_separate": ratio(params["multitask fp32"], params["separate fp32"]),
             "int8_over_fp32": ratio(infer50["multitask int8"], infer50["multitask fp32"]),
             "int8_over_fp32_total": ratio(p50["multitask int8"], p50["multitask fp32"]),
+            "litert_fp32_over_onnxruntime_fp32": ratio(infer50["multitask fp32 litert"], infer50["multitask fp32"]),
+            "litert_int8_over_onnxruntime_int8": ratio(infer50["multitask int8 litert"], infer50["multitask int8"]),
+            "litert_int8_over_litert_fp32": ratio(infer50["multitask int8 litert"], infer50["multitask fp32 litert"]),
         },
     }
     if graph:

@@ -1,9 +1,13 @@
-"""``python -m perception_core quantize``: static INT8 QDQ ONNX in the two forms the engines need.
+"""``python -m perception_core quantize``: static INT8 in the forms the engines need.
 
+From an ONNX model, QDQ ONNX in two forms:
 - u8s8 (QUInt8 asymmetric activations, QInt8 symmetric per-channel weights): ONNX Runtime on a CPU
   fuses it into QLinearConv, the fast one.
 - s8 symmetric without int32 bias DQ: the explicit-quantization form TensorRT accepts.
-Both are calibrated on training-split simulator frames (never validation). The detection heatmap's
+From a LiteRT ``.tflite`` model, a full-integer int8 flatbuffer (int8 weights and activations,
+per-channel weights, the float part below excepted) for LiteRT on CPU boards and as the input to
+``edgetpu_compiler`` for a Coral.
+All are calibrated on training-split simulator frames (never validation). The detection heatmap's
 last conv + sigmoid and all peak/box post-processing stay in float: quantized heatmaps form plateaus
 and the 3x3 max-pool peak finder then reports duplicate boxes.
 """
@@ -11,6 +15,7 @@ and the 3x3 max-pool peak finder then reports duplicate boxes.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -98,24 +103,134 @@ def quantize_onnx(model_path, out_path, form, calibration_frames, input_name="im
             "float_det_trunk": float_det_trunk}
 
 
-def quantize(model, out, out_trt, calibration_frames=200, eval_frames=500, threads=2, float_det_trunk=False,
-             frames=None):
-    """Both INT8 forms of an exported fp32 model, each with a sidecar carrying its own metrics."""
-    spec = ModelSpec.load(model)
-    if frames is None:
-        from perception_core.sim import TRAIN_SEED
-        from perception_core.training.data import load_frames
+def litert_float_nodes(model_content: bytes, float_det_trunk: bool = False) -> tuple[list[str], list[str]]:
+    """:func:`float_nodes` for a LiteRT flatbuffer: (node names, op types) the int8 model keeps in float.
 
-        cache = load_frames(TRAIN_SEED, 5000, spec.input_hw)
-        index = np.linspace(0, len(cache) - 1, calibration_frames).astype(int)
-        frames = np.asarray(cache.images[index])
+    The heatmap's conv + sigmoid, the size/offset convs and everything downstream of them or of the
+    class-map ArgMax (a quantized class id can dequantize to 5.99, which the uint8 cast truncates to 5).
+    A node is named by its output tensors joined with ';', as the quantizer's denylist matches it.
+    Op types found only in that float part are listed too: the quantizer moves some same-scale
+    ops (TopK) to int8 by their neighbours unless their type is denylisted.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(model_content)
+    operators = model.subgraphs[0].operators
+    tensors = model.subgraphs[0].tensors
+    kinds = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in operators]
+    names = [";".join(tensors[t].name.decode() for t in op.outputs) for op in operators]
+    producer = {t: i for i, op in enumerate(operators) for t in op.outputs}
+    consumers: dict[int, list[int]] = {}
+    for i, op in enumerate(operators):
+        for t in op.inputs:
+            consumers.setdefault(t, []).append(i)
+    sigmoids = [i for i, kind in enumerate(kinds) if kind == "LOGISTIC"]
+    if len(sigmoids) != 1:
+        raise ValueError(f"expected one LOGISTIC (the detection heatmap), found {len(sigmoids)}")
+    convs = [i for i, kind in enumerate(kinds) if kind == "CONV_2D"]
+    start = sigmoids + [i for i, kind in enumerate(kinds) if kind == "ARG_MAX"]
+    start += [i for i in convs if "det_wh" in names[i] or "det_offset" in names[i]]
+    keep = set(start) | {producer[operators[sigmoids[0]].inputs[0]]}
+    if float_det_trunk:
+        keep.update(i for i in convs if "det_trunk" in names[i])
+    frontier = [t for i in start for t in operators[i].outputs]
+    while frontier:
+        for i in consumers.get(frontier.pop(), []):
+            if i not in keep:
+                keep.add(i)
+                frontier.extend(operators[i].outputs)
+    only_float = {kinds[i] for i in keep} - {kind for i, kind in enumerate(kinds) if i not in keep}
+    return [names[i] for i in sorted(keep)], sorted(only_float)
+
+
+def quantize_tflite(model_path, out_path, calibration_frames, input_name="image", float_det_trunk=False) -> dict:
+    """Full-integer int8 LiteRT model from the verified fp32 ``.tflite``; returns the settings used.
+
+    This is TFLiteConverter's own post-training step (calibrate the float flatbuffer, then the MLIR
+    quantizer), applied to the exported file: it needs no checkpoint and quantizes exactly the graph
+    that export checked against TensorFlow. The uint8 image input stays uint8 and is requantized
+    straight into int8 (:func:`quantized_uint8_input`); outputs keep their dtypes (class map uint8,
+    boxes/scores float32, classes int32).
+    """
+    import warnings
+
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.python.optimize import calibrator
+    from tensorflow.python.framework import dtypes
+
+    content = Path(model_path).read_bytes()
+    nodes, op_types = litert_float_nodes(content, float_det_trunk)
+    with warnings.catch_warnings():  # the calibrator runs tf.lite.Interpreter, which warns that it is deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        calibrated = calibrator.Calibrator(calibrator.add_intermediate_tensors(content)).calibrate(
+            lambda: ({input_name: np.ascontiguousarray(frame[None])} for frame in calibration_frames))
+    quantized = mlir_quantize(calibrated, input_data_type=dtypes.uint8, output_data_type=dtypes.float32,
+                              denylisted_nodes=nodes, denylisted_ops=op_types)
+    Path(out_path).write_bytes(quantized_uint8_input(quantized))
+    return {"form": "litert", "format": "full-integer int8 (TFLite post-training, MLIR quantizer)",
+            "per_channel": True, "calibration": "TFLite calibrator (min/max)",
+            "calibration_frames": len(calibration_frames), "activation_type": "int8", "weight_type": "int8",
+            "float_op_types": op_types, "float_nodes": nodes, "float_det_trunk": float_det_trunk}
+
+
+def quantized_uint8_input(model_content: bytes) -> bytearray:
+    """Drop the leading uint8 -> float CAST: the image tensor becomes a quantized uint8 (scale 1, zero
+    point 0) that the first QUANTIZE requantizes to int8 directly, with the same result. The Edge TPU
+    compiler maps ops only up to the first one it cannot run, and CAST is one, so with it first a
+    Coral would run nothing."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(model_content)
+    graph = model.subgraphs[0]
+    cast, quantize_op = graph.operators[:2]
+    kinds = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in (cast, quantize_op)]
+    image, cast_out = cast.inputs[0], cast.outputs[0]
+    if kinds != ["CAST", "QUANTIZE"] or image not in graph.inputs or sum(
+            cast_out in op.inputs for op in graph.operators) != 1 or quantize_op.inputs[0] != cast_out:
+        raise ValueError(f"expected the quantized graph to start image -> CAST -> QUANTIZE, found {kinds}")
+    graph.tensors[image].quantization = schema.QuantizationParametersT(scale=[1.0], zeroPoint=[0])
+    quantize_op.inputs[0] = image
+    del graph.operators[0]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def calibration_images(input_hw, count) -> np.ndarray:
+    """``count`` training-split frames at the model input size, evenly spaced over the first 5000."""
+    from perception_core.sim import TRAIN_SEED
+    from perception_core.training.data import load_frames
+
+    cache = load_frames(TRAIN_SEED, 5000, input_hw)
+    return np.asarray(cache.images[np.linspace(0, len(cache) - 1, count).astype(int)])
+
+
+def quantize(model, out=None, out_trt=None, calibration_frames=200, eval_frames=500, threads=2, float_det_trunk=False,
+             frames=None):
+    """INT8 forms of an exported fp32 model, each with a sidecar carrying its own metrics.
+
+    An ``.onnx`` model gives the two QDQ forms (``out``, ``out_trt``); a ``.tflite`` model gives the
+    full-integer LiteRT model (``out``). Unnamed outputs go beside the model as ``<stem>_int8.<ext>``
+    and ``<stem>_int8_trt.onnx``.
+    """
+    spec = ModelSpec.load(model)
+    base = spec.model_path.with_name(spec.model_path.stem + "_int8")
+    out = Path(out) if out else base.with_name(base.name + spec.model_path.suffix)
+    if spec.model_path.suffix == ".tflite":
+        jobs = [(out, "litert")]
+    else:
+        jobs = [(out, "cpu"), (Path(out_trt) if out_trt else base.with_name(base.name + "_trt.onnx"), "tensorrt")]
+    if frames is None:
+        frames = calibration_images(spec.input_hw, calibration_frames)
     written = []
-    for path, form in ((out, "cpu"), (out_trt, "tensorrt")):
-        path = Path(path)
-        settings = quantize_onnx(spec.model_path, path, form, frames, spec.input_name, float_det_trunk)
+    for path, form in jobs:
+        if form == "litert":
+            settings = quantize_tflite(spec.model_path, path, frames, spec.input_name, float_det_trunk)
+        else:
+            settings = quantize_onnx(spec.model_path, path, form, frames, spec.input_name, float_det_trunk)
         fields = {k: v for k, v in spec.raw.items() if k not in ("format_version", "model_file", "sha256")}
         fields.update(name=path.stem, precision="int8", metrics={}, quantization=settings,
-                      source_model={"file": spec.model_path.name, "sha256": spec.sha256})
+                      source_model={"file": spec.model_path.name, "sha256": spec.sha256},
+                      quantize_command=" ".join(["python -m perception_core"] + sys.argv[1:]))
         write_sidecar(path, fields)
         if eval_frames:
             from perception_core.metrics.evaluate import evaluate
