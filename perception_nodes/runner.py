@@ -41,9 +41,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def missing_params_files(args: Sequence[str]) -> list[str]:
-    """``--params-file`` paths among the ROS arguments that are not readable files.
+    """``--params-file`` paths among the ROS arguments that are not files.
 
-    rcl only warns about them and the node would silently run on defaults, so they are refused.
+    rcl refuses them inside ``rclpy.init`` with a traceback; this says it in one line first.
     """
     missing, in_ros_args = [], False
     for index, arg in enumerate(args):

@@ -7,8 +7,10 @@ the substitutions $(var), $(env NAME [default]) and $(find-pkg-share), nested as
 allows. It follows launch's semantics where they matter: launch configurations are global (an
 included file sees and can be given every top-level argument; a declared argument's default
 applies only when the argument is not set), ``--show-args`` lists every declared argument
-including those of included files, first declaration wins, and a node gets the environment as set
-by the <set_env> actions before it. Checked by hand against the real ``ros2 launch`` (Jazzy).
+including those of included files, first declaration wins, a node gets the environment as set
+by the <set_env> actions before it, and launch_ros skips a <param from> file that does not exist
+(with a warning) unless ``allow_substs`` makes it read the file. Checked by hand against the real
+``ros2 launch`` (Jazzy branches of ros2/launch and ros2/launch_ros).
 """
 
 from __future__ import annotations
@@ -150,7 +152,13 @@ class LaunchReader:
         node = LaunchNode(element.get("exec"), element.get("name"), env=dict(self.env))
         for child in element:
             if child.tag == "param" and child.get("from") is not None:
-                node.params.append(self.substitute(child.get("from")))
+                path = self.substitute(child.get("from"))
+                if child.get("allow_substs") == "true":  # launch_ros reads (and so requires) the file
+                    assert "$(" not in Path(path).read_text(), "substitutions in parameter files are not modelled"
+                    yaml.safe_load(Path(path).read_text())
+                elif not Path(path).is_file():  # launch_ros warns "Parameter file path is not a file" and skips it
+                    continue
+                node.params.append(path)
             elif child.tag == "param":
                 node.params.append((child.get("name"), _typed(self.substitute(child.get("value")))))
             elif child.tag == "remap":
