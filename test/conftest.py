@@ -26,3 +26,14 @@ def ros_peer():
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def context():
+    """An rclpy context of the test's own, for nodes built in-process."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

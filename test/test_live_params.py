@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -81,14 +80,6 @@ def test_ros2_param_set_reaches_the_next_frame_and_refusals_keep_the_old_value(r
             "score_threshold": pytest.approx(0.1), "threads": 2, "max_detections": 1}
         assert detections_of_next_frame(4) == 1
         assert process.process.poll() is None, "the node died"
-
-
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 @pytest.mark.parametrize("node_cls,timer,name,value,seconds", [

@@ -12,14 +12,6 @@ from perception_nodes.params import ParameterError, declare_params
 from perception_nodes.synthetic_camera_node import SyntheticCameraParams
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def make_node(context, **overrides):
     params = [Parameter(k, value=v) for k, v in overrides.items()]
     return rclpy.create_node("params_test", context=context, parameter_overrides=params)
