@@ -54,14 +54,14 @@ def save_confusion_png(confusion: np.ndarray, class_names: Sequence[str], path: 
 def evaluate(model_paths: Sequence[str], frames: int = 500, threads: int = 2, out_dir: Optional[str] = None,
              overlays: int = 3, warmup: int = 5) -> dict:
     """Metrics and latency per model on the first ``frames`` validation frames; PNGs into ``out_dir``."""
+    from perception_core.datasets.simulator import simulator_frames
     from perception_core.sim import VALIDATION_SEED
-    from perception_core.training.data import load_frames
 
     specs = [ModelSpec.load(p) for p in model_paths]
     # The node's own Pipeline (letterbox -> engine -> undo the letterbox), keeping every peak for mAP.
     pipelines = [Pipeline([(load_engine(spec, threads=threads), spec)], score_threshold=SCORE_THRESHOLD_MAP,
                           max_detections=spec.top_k) for spec in specs]
-    data = load_frames(VALIDATION_SEED, frames)
+    data = simulator_frames(VALIDATION_SEED, frames)
     seg = [SegmentationMetric(s.seg_classes) for s in specs]
     det = [DetectionMetric(s.det_classes) for s in specs]
     latency = [[] for _ in specs]

@@ -1,103 +1,14 @@
-"""Training and evaluation data (framework-free): cached simulator frames, crops, flips, CenterNet targets.
+"""Training data (framework-free): crops, flips and CenterNet targets over cached frames.
 
-Frames are rendered at camera resolution and go through the pipeline's own ``letterbox`` so the
-network trains at exactly the pixel scale it infers at. Rendering costs ~50 ms a frame, so a split
-is rendered once (multiprocessing, progress bar) into .npy memmaps under .cache/.
+The frames come from a FrameSource, cached at the network's input scale (perception_core.datasets):
+the network trains at exactly the pixel scale it infers at.
 """
 
 from __future__ import annotations
 
-import json
-import multiprocessing
-from dataclasses import dataclass
-from pathlib import Path
-
-import cv2
 import numpy as np
-from tqdm import tqdm
 
-from perception_core.pipeline.letterbox import letterbox, letterbox_boxes
-
-CACHE_ROOT = Path(__file__).resolve().parents[2] / ".cache"
-CAMERA_HW = (480, 640)
-IGNORE_LABEL = 255  # letterbox padding in training masks: no class, no loss
-
-
-def _render(job):
-    """One labelled frame, letterboxed to ``out_hw`` (None: camera resolution). Runs in a worker."""
-    from perception_core.sim import render_scene
-
-    seed, index, out_hw = job
-    lf = render_scene(seed, index, width=CAMERA_HW[1], height=CAMERA_HW[0])
-    image, mask, boxes = lf.frame.image, lf.class_mask, lf.detections.xyxy
-    if out_hw is not None:
-        image, t = letterbox(image, out_hw)
-        mask, _ = letterbox(mask, out_hw, pad_value=IGNORE_LABEL, interpolation=cv2.INTER_NEAREST)
-        boxes = letterbox_boxes(boxes, t)
-    return image, mask, boxes, lf.detections.class_id
-
-
-@dataclass
-class FrameCache:
-    """N frames as parallel arrays; boxes are ragged: frame i owns rows offsets[i]:offsets[i+1]."""
-
-    images: np.ndarray  # (N,H,W,3) uint8 BGR
-    masks: np.ndarray  # (N,H,W) uint8 class ids (IGNORE_LABEL in letterbox padding)
-    boxes: np.ndarray  # (M,4) float32 xyxy pixels
-    classes: np.ndarray  # (M,) int32 DET_CLASSES ids
-    offsets: np.ndarray  # (N+1,) int64
-
-    def __len__(self):
-        return len(self.images)
-
-    def frame_boxes(self, i):
-        return self.boxes[self.offsets[i]:self.offsets[i + 1]], self.classes[self.offsets[i]:self.offsets[i + 1]]
-
-
-def cache_dir(seed, count, out_hw=None):
-    size = "camera" if out_hw is None else f"{out_hw[0]}x{out_hw[1]}"
-    return CACHE_ROOT / f"frames_s{seed}_n{count}_{size}"
-
-
-def load_frames(seed, count, out_hw=None, workers=2):
-    """The first ``count`` frames of split (seed, out_hw): from any cache holding at least that many, else rendered.
-
-    Frame i depends only on (seed, i), so the prefix of a larger cache is the same data.
-    """
-    size = cache_dir(seed, count, out_hw).name.rsplit("_", 1)[1]
-    held = [p for p in CACHE_ROOT.glob(f"frames_s{seed}_n*_{size}") if (p / "meta.json").exists()]
-    held = sorted((int(p.name.split("_n")[1].split("_")[0]), p) for p in held)
-    path = next((p for n, p in held if n >= count), None)
-    if path is None:
-        path = cache_dir(seed, count, out_hw)
-        _build(path, seed, count, out_hw, workers)
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r")[:count] for name in ("images", "masks")}
-    offsets = np.load(path / "offsets.npy")[:count + 1]
-    boxes = np.load(path / "boxes.npy")[:offsets[-1]]
-    classes = np.load(path / "classes.npy")[:offsets[-1]]
-    return FrameCache(**arrays, boxes=boxes, classes=classes, offsets=offsets)
-
-
-def _build(path, seed, count, out_hw, workers):
-    path.mkdir(parents=True, exist_ok=True)
-    hw = CAMERA_HW if out_hw is None else tuple(out_hw)
-    images = np.lib.format.open_memmap(path / "images.npy", "w+", np.uint8, (count, hw[0], hw[1], 3))
-    masks = np.lib.format.open_memmap(path / "masks.npy", "w+", np.uint8, (count, hw[0], hw[1]))
-    boxes, classes, offsets = [], [], [0]
-    jobs = [(seed, i, out_hw) for i in range(count)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        results = pool.imap(_render, jobs, chunksize=8)
-        for i, (image, mask, b, c) in enumerate(tqdm(results, total=count, desc=f"render {path.name}")):
-            images[i], masks[i] = image, mask
-            boxes.append(np.asarray(b, np.float32).reshape(-1, 4))
-            classes.append(np.asarray(c, np.int32))
-            offsets.append(offsets[-1] + len(b))
-    images.flush()
-    masks.flush()
-    np.save(path / "boxes.npy", np.concatenate(boxes))
-    np.save(path / "classes.npy", np.concatenate(classes))
-    np.save(path / "offsets.npy", np.asarray(offsets, np.int64))
-    (path / "meta.json").write_text(json.dumps({"seed": seed, "count": count, "hw": list(hw)}))
+from perception_core.datasets.cache import FrameCache
 
 
 def gaussian_radius(h, w, min_overlap=0.7):

@@ -138,11 +138,11 @@ def agreement_summary(per_frame: list[dict]) -> dict:
 
 def verification_frames(image_hw, count):
     """``count`` validation frames letterboxed to the model input, as the node would feed them."""
+    from perception_core.datasets.simulator import simulator_frames
     from perception_core.pipeline.letterbox import letterbox
     from perception_core.sim import VALIDATION_SEED
-    from perception_core.training.data import load_frames
 
-    frames = load_frames(VALIDATION_SEED, max(count, 1))
+    frames = simulator_frames(VALIDATION_SEED, max(count, 1))
     return [letterbox(np.asarray(frames.images[i]), image_hw)[0] for i in range(count)]
 
 

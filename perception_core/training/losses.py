@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from perception_core.training.data import IGNORE_LABEL
+from perception_core.datasets.spec import IGNORE_LABEL
 
 WH_WEIGHT = 1.0  # box size is regressed as a log, so its errors are on the offset's scale
 OFFSET_WEIGHT = 1.0

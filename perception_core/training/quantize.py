@@ -197,10 +197,10 @@ def quantized_uint8_input(model_content: bytes) -> bytearray:
 
 def calibration_images(input_hw, count) -> np.ndarray:
     """``count`` training-split frames at the model input size, evenly spaced over the first 5000."""
+    from perception_core.datasets.simulator import simulator_frames
     from perception_core.sim import TRAIN_SEED
-    from perception_core.training.data import load_frames
 
-    cache = load_frames(TRAIN_SEED, 5000, input_hw)
+    cache = simulator_frames(TRAIN_SEED, 5000, input_hw)
     return np.asarray(cache.images[np.linspace(0, len(cache) - 1, count).astype(int)])
 
 

@@ -58,7 +58,8 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     import keras
     import tensorflow as tf
 
-    from perception_core.training.data import BatchSampler, load_frames
+    from perception_core.datasets.simulator import simulator_frames
+    from perception_core.training.data import BatchSampler
     from perception_core.training.losses import TaskBalancer, task_losses
     from perception_core.training.model import HEADS, build_model, copy_matching_weights
     from perception_core.types import DET_CLASSES
@@ -80,7 +81,7 @@ def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=F
     model = build_model(variant, tuple(crop_hw) + (3,), **(model_kwargs or {}))
     if frame_cache is None:
         from perception_core.sim import TRAIN_SEED
-        frame_cache = load_frames(TRAIN_SEED, frames, tuple(image_hw))
+        frame_cache = simulator_frames(TRAIN_SEED, frames, tuple(image_hw))
     sampler = BatchSampler(frame_cache, batch, crop_hw, len(DET_CLASSES), seed=seed, stride=model.det_stride)
     balancer = TaskBalancer(heads, mode=balance, weights={"seg": seg_weight, "det": det_weight})
     warmup = min(200, steps // 10)
