@@ -21,9 +21,10 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
 from perception_core.pipeline.pipeline import STAGES
+from perception_core.resources import package_file
 from perception_nodes.conversions import image_msg_to_bgr
 from perception_nodes.processes import start_node, stop_nodes
-from perception_nodes.ros_env import local_graph_env, package_file
+from perception_nodes.ros_env import local_graph_env
 
 # name -> (module, parameter file): the executables and YAML files of launch/simulation.launch.xml
 NODES = {

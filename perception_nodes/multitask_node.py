@@ -23,6 +23,7 @@ from perception_core.codec import ImageDecodeError
 from perception_core.engines import ENGINES
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.pipeline.timing import StageTimer
+from perception_core.resources import package_file
 from perception_core.visualize import draw_overlay
 from perception_nodes.conversions import (
     array_to_image_msg,
@@ -32,7 +33,6 @@ from perception_nodes.conversions import (
     msg_to_encoded,
 )
 from perception_nodes.params import RELIABILITY_CHOICES, declare_params, param, qos_from_params
-from perception_nodes.ros_env import package_file
 from perception_nodes.runner import run_node
 
 # Reliable keep-last outputs match both reliable and best-effort subscribers (rviz, echo, bags).

@@ -10,24 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import Optional
 
-PACKAGE = "multitask_perception"
-
-
-def package_file(folder: str, name: str) -> Path:
-    """A data file (config/, models/, launch/): from the source tree, else from the installed share."""
-    source = Path(__file__).resolve().parents[1] / folder / name
-    if source.exists():
-        return source
-    from ament_index_python.packages import get_package_share_directory
-
-    try:
-        return Path(get_package_share_directory(PACKAGE)) / folder / name
-    except (LookupError, OSError) as exc:  # not installed, or no AMENT_PREFIX_PATH
-        raise FileNotFoundError(f"{folder}/{name} is neither at {source} nor in an installed {PACKAGE} share "
-                                f"({exc})") from exc
+from perception_core.resources import package_file
 
 
 def local_graph_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None) -> dict[str, str]:
