@@ -16,10 +16,12 @@ ROS_PYTHON_CHECK_FIELDS=1. Reading is zero-copy: np.frombuffer over ``msg.data``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
@@ -33,21 +35,39 @@ from perception_core.codec import (
     raw_to_array,
     to_bgr,
 )
-from perception_core.types import SEG_CLASSES, Detections, Frame, validate_class_mask
+from perception_core.message_fields import detection_fields, stamp_parts
+from perception_core.types import Detections, Frame, validate_class_mask
 
-_NS_PER_S = 1_000_000_000
 # CompressedImage.format as compressed_image_transport writes it, so image_transport decoders read it.
 _COMPRESSED_FORMAT = {"jpeg": "bgr8; jpeg compressed bgr8", "png": "bgr8; png compressed bgr8"}
+# perception_core.pipeline.diagnostics' levels -> DiagnosticStatus levels
+_LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
-
-def stamp_to_ns(stamp: Time) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds (exact; Frame.stamp_ns and stamp matching use this)."""
-    return stamp.sec * _NS_PER_S + stamp.nanosec
+# builtin_interfaces/Time -> integer nanoseconds, exact (Frame.stamp_ns and stamp matching use it)
+stamp_to_ns = read.stamp_ns
 
 
 def ns_to_stamp(ns: int) -> Time:
     """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9))."""
-    return Time(sec=ns // _NS_PER_S, nanosec=ns % _NS_PER_S)
+    sec, nanosec = stamp_parts(ns)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def stamp_text(stamp: Time) -> str:
+    """``sec.nanosec`` with nine digits, as a string field shows a stamp."""
+    return f"{stamp.sec}.{stamp.nanosec:09d}"
+
+
+def stamp_ns_from_cdr(serialized: bytes) -> int:
+    """Header stamp (ns) of a serialized message whose first field is std_msgs/Header, without deserializing it.
+
+    For ``raw=True`` subscriptions: watching a 1080p stream then costs microseconds per frame.
+    """
+    if len(serialized) < 12:
+        raise ValueError(f"serialized message of {len(serialized)} bytes is too short for a header")
+    endian = "<" if serialized[1] & 1 else ">"  # encapsulation id: CDR_LE = 0x0001, CDR_BE = 0x0000
+    sec, nanosec = struct.unpack_from(endian + "iI", serialized, 4)
+    return sec * read.NS_PER_S + nanosec
 
 
 def copy_header(header: Header) -> Header:
@@ -97,8 +117,8 @@ def bgr_to_compressed_msg(bgr: np.ndarray, header: Header, fmt: str = "jpeg", qu
     return msg
 
 
-def class_mask_to_image_msg(mask: np.ndarray, header: Header, num_classes: int = len(SEG_CLASSES)) -> Image:
-    """mono8 Image from an (H, W) uint8 class mask (pixel = class id), validated first."""
+def class_mask_to_image_msg(mask: np.ndarray, header: Header, num_classes: int) -> Image:
+    """mono8 Image from an (H, W) uint8 class mask (pixel = class id below ``num_classes``), validated first."""
     return array_to_image_msg(validate_class_mask(mask, num_classes), "mono8", header)
 
 
@@ -108,35 +128,24 @@ detections_from_msg = read.detections
 msg_to_encoded = read.encoded_image
 
 
-def _class_name_lookup(class_id: np.ndarray, class_names: Sequence[str]) -> list[str]:
-    if class_id.size and (class_id.min() < 0 or class_id.max() >= len(class_names)):
-        bad = class_id[(class_id < 0) | (class_id >= len(class_names))]
-        raise ValueError(f"class ids {sorted(set(bad.tolist()))} out of range for {len(class_names)} class names")
-    return [class_names[i] for i in class_id.tolist()]
-
-
 def detections_to_msg(dets: Detections, header: Header, class_names: Sequence[str]) -> Detection2DArray:
-    """Detection2DArray in camera pixels: bbox center/size, one hypothesis with class_id = the class NAME.
+    """Detection2DArray in camera pixels from message_fields.detection_fields (as the bag writer's).
 
-    Center and size are computed in float64 from the float32 corners, so detections_from_msg
-    recovers the corners exactly. An empty Detections gives an array with no detections.
+    One hypothesis per box with class_id = the class NAME; detections_from_msg recovers the corners
+    exactly. An empty Detections gives an array with no detections.
     """
-    names = _class_name_lookup(dets.class_id, class_names)
-    xyxy = dets.xyxy.astype(np.float64)
-    centers = ((xyxy[:, :2] + xyxy[:, 2:]) * 0.5).tolist()
-    sizes = (xyxy[:, 2:] - xyxy[:, :2]).tolist()
     msg = Detection2DArray(header=copy_header(header))
-    for (cx, cy), (width, height), name, score in zip(centers, sizes, names, dets.score.tolist(), strict=True):
+    for f in detection_fields(dets, class_names):
         det = Detection2D()  # filling its default header skips building a second Header (~3 us per box)
         det.header.stamp.sec, det.header.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
         det.header.frame_id = header.frame_id
-        det.bbox.center.position.x = cx
-        det.bbox.center.position.y = cy
-        det.bbox.size_x = width
-        det.bbox.size_y = height
+        det.bbox.center.position.x = f.center_x
+        det.bbox.center.position.y = f.center_y
+        det.bbox.size_x = f.size_x
+        det.bbox.size_y = f.size_y
         result = ObjectHypothesisWithPose()
-        result.hypothesis.class_id = name
-        result.hypothesis.score = score
+        result.hypothesis.class_id = f.class_name
+        result.hypothesis.score = f.score
         det.results.append(result)
         msg.detections.append(det)
     return msg
@@ -146,3 +155,15 @@ def label_info_msg(class_names: Sequence[str], header: Header, threshold: float)
     """LabelInfo mapping class id (the index) -> name, with the score threshold in use."""
     class_map = [VisionClass(class_id=i, class_name=name) for i, name in enumerate(class_names)]
     return LabelInfo(header=copy_header(header), class_map=class_map, threshold=float(threshold))
+
+
+def diagnostic_status(name: str, values: Mapping[str, str], level: str = "ok", message: str = "",
+                      hardware_id: str = "") -> DiagnosticStatus:
+    """DiagnosticStatus from string key/values; ``level`` is "ok", "warn" or "error"."""
+    return DiagnosticStatus(level=_LEVELS[level], name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+
+def diagnostic_array(now, *statuses: DiagnosticStatus) -> DiagnosticArray:
+    """The /diagnostics message for ``statuses``, stamped ``now`` (an rclpy Time from the node's clock)."""
+    return DiagnosticArray(header=Header(stamp=now.to_msg()), status=list(statuses))

@@ -1,15 +1,14 @@
-"""The node measured as it runs: camera process -> multitask node process -> observer (this process).
+"""``make bench``: the in-process benchmark (perception_core.bench), then the node measured as it runs:
+camera process -> multitask node process -> observer (this process), into the same outputs.
 
-Called by ``python -m perception_core bench`` (which stays free of ROS) and writes one JSON object:
-the node's overhead over the bare engine, end-to-end latency over the bare engine, Python
-decode + pre + post cost at 640x480 and 1080p, the highest camera rate served with no drops, the
-latency spread and memory under 2x overload, and the time to first output.
+The node figures: the node's overhead over the bare engine, end-to-end latency over the bare
+engine, Python decode + pre + post cost at 640x480 and 1080p, the highest camera rate served
+with no drops, the latency spread and memory under 2x overload, the time to first output, and
+two cameras served by one node vs two nodes. The core stays free of ROS: it is driven from here.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -21,9 +20,12 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
+from perception_core import bench
+from perception_core.datasets.simulator import SimulatorSource
+from perception_core.metrics.latency import summarize_ms
 from perception_core.pipeline.pipeline import Pipeline
-from perception_core.profiling import profile_stages, simulator_frames
-from perception_nodes.latency_monitor_node import stamp_ns_from_cdr
+from perception_core.profiling import camera_payloads, profile_stages
+from perception_nodes.conversions import stamp_ns_from_cdr
 from perception_nodes.processes import start_node, stop_nodes
 from perception_nodes.ros_env import local_graph_env
 
@@ -102,12 +104,10 @@ def measure_run(observer: Observer, seconds: float) -> dict:
     observer.latencies_ms.clear()
     dropped0, processed0 = observer.counter("dropped"), observer.counter("processed")
     observer.spin_for(seconds)
-    lat = np.asarray(observer.latencies_ms)
+    lat = summarize_ms(observer.latencies_ms)
     observer.spin_for(1.2)  # one more diagnostics report, so the node's counters cover the window
-    return {"outputs": int(lat.size), "fps_out": lat.size / seconds,
-            "e2e_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-            "e2e_p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
-            "e2e_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+    return {"outputs": lat.count, "fps_out": lat.count / seconds,
+            "e2e_p50_ms": lat.p50_ms, "e2e_p95_ms": lat.p95_ms, "e2e_p99_ms": lat.p99_ms,
             "dropped": observer.counter("dropped") - dropped0, "processed": observer.counter("processed") - processed0}
 
 
@@ -141,9 +141,8 @@ def run_multicamera(observer: Observer, model: str, threads: int, seconds: float
             observer.spin_for(seconds)
             per_camera = {}
             for cam in cameras:
-                lat = np.asarray(observer.per_topic[f"{cam}/detections"])
-                per_camera[cam] = {"fps_out": lat.size / seconds, "e2e_p50_ms": float(np.percentile(lat, 50)),
-                                   "e2e_p99_ms": float(np.percentile(lat, 99))}
+                lat = summarize_ms(observer.per_topic[f"{cam}/detections"])
+                per_camera[cam] = {"fps_out": lat.count / seconds, "e2e_p50_ms": lat.p50_ms, "e2e_p99_ms": lat.p99_ms}
             nodes = [p for name, p in processes.items() if name.startswith("node")]
             results[layout] = {"cameras": per_camera, "node_rss_mib": sum(rss_mib(p.pid) for p in nodes),
                                "nodes": len(nodes)}
@@ -162,7 +161,8 @@ def run_multicamera(observer: Observer, model: str, threads: int, seconds: float
 def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
     # The bare engine on the same frames, in this process, right before the graph runs.
     bare = Pipeline.from_model_files([model], threads=threads)
-    engine_p50 = profile_stages(bare, simulator_frames(40), warmup=5, repeats=2)["infer"].p50_ms
+    engine_p50 = profile_stages(bare, camera_payloads(SimulatorSource("validation", 40)), warmup=5,
+                                repeats=2)["infer"].p50_ms
     del bare
     observer = Observer()
     node_params = [f"model:={model}", f"threads:={threads}", "diagnostics_period:=1.0"]
@@ -237,18 +237,19 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--json", required=True, type=Path)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser = bench.build_parser()
+    parser.prog = "python -m perception_nodes.graph_bench"
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each node measurement")
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 45.0, 60.0])
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    started = time.monotonic()
+    results, latency = bench.run_bench(args.models, args.out, args.frames, args.threads)
+    print("[bench] the node end to end: camera process -> node process -> observer", flush=True)
     os.environ.update(local_graph_env())
-    results = run(args.model, args.seconds, args.rates, args.threads)
-    args.json.write_text(json.dumps(results, indent=1))
-    return 1 if results["process_failures"] else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    results["node"] = run(str(args.models / "multitask.onnx"), args.seconds, args.rates, args.threads)
+    results["multicamera"] = results["node"].pop("multicamera")
+    results["seconds"] = time.monotonic() - started
+    bench.write_outputs(results, latency, args.out)
+    print((args.out / "results.md").read_text())
+    print(f"[bench] wrote {args.out}/results.json, results.md, bench.png in {results['seconds']:.0f} s")
+    return 1 if results["node"]["process_failures"] else 0

@@ -10,32 +10,22 @@ reports the camera's rate and transport latency.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from perception_core.metrics.latency import LatencyWindow
+from perception_nodes.conversions import diagnostic_array, diagnostic_status, stamp_ns_from_cdr
 from perception_nodes.params import declare_params, param
 from perception_nodes.runner import run_node
 
 # Best effort matches reliable and best-effort publishers alike.
 MONITOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-
-
-def stamp_ns_from_cdr(serialized: bytes) -> int:
-    """Header stamp (ns) of a serialized message whose first field is std_msgs/Header."""
-    if len(serialized) < 12:
-        raise ValueError(f"serialized message of {len(serialized)} bytes is too short for a header")
-    endian = "<" if serialized[1] & 1 else ">"  # encapsulation id: CDR_LE = 0x0001, CDR_BE = 0x0000
-    sec, nanosec = struct.unpack_from(endian + "iI", serialized, 4)
-    return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
@@ -120,13 +110,11 @@ class LatencyMonitor(Node):
                          f"p95 {e2e.p95_ms:.1f} ms p99 {e2e.p99_ms:.1f} ms | dropped {self.counts['dropped']}"
                          f"/{answered}")
             log.info(line)
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: end to end",
-                                  message="receiving" if cam.count or e2e.count else "no frames")
-        values = {**{f"input_{k}": v for k, v in cam.as_dict().items()},
-                  **{f"end_to_end_{k}": v for k, v in e2e.as_dict().items()}}
-        status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
-        status.values += [KeyValue(key=k, value=str(v)) for k, v in self.counts.items()]
-        self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        values = {**{f"input_{k}": f"{v:.3f}" for k, v in cam.as_dict().items()},
+                  **{f"end_to_end_{k}": f"{v:.3f}" for k, v in e2e.as_dict().items()},
+                  **{k: str(v) for k, v in self.counts.items()}}
+        self.diag_pub.publish(diagnostic_array(self.get_clock().now(), diagnostic_status(
+            f"{self.get_name()}: end to end", values, message="receiving" if cam.count or e2e.count else "no frames")))
         self.transport.reset()
         self.end_to_end.reset()
 

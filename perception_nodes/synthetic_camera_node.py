@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -18,13 +18,15 @@ from vision_msgs.msg import Detection2DArray
 
 from perception_core.codec import from_bgr
 from perception_core.sim import VALIDATION_SEED, render_scene
-from perception_core.sim.camera import pinhole_intrinsics
-from perception_core.types import DET_CLASSES
+from perception_core.sim.camera import camera_info_fields
+from perception_core.sim.classes import SIM_SPEC
 from perception_nodes.conversions import (
     array_to_image_msg,
     bgr_to_compressed_msg,
     class_mask_to_image_msg,
     detections_to_msg,
+    diagnostic_array,
+    diagnostic_status,
 )
 from perception_nodes.params import RELIABILITY_CHOICES, declare_params, param, qos_from_params
 from perception_nodes.runner import run_node
@@ -53,8 +55,8 @@ class SyntheticCameraParams:
 
 
 def camera_info_msg(width: int, height: int, horizontal_fov_deg: float) -> CameraInfo:
-    return CameraInfo(width=width, height=height, distortion_model="plumb_bob",
-                      **pinhole_intrinsics(width, height, horizontal_fov_deg))
+    """The simulator's pinhole as CameraInfo (the bag recorder fills its own from the same fields)."""
+    return CameraInfo(**camera_info_fields(width, height, horizontal_fov_deg))
 
 
 class SyntheticCamera(Node):
@@ -95,8 +97,9 @@ class SyntheticCamera(Node):
         loop = []
         for index in range(p.loop_frames):
             scene = render_scene(p.seed, index, p.width, p.height)
-            loop.append((self._image_msg(scene.frame.image), class_mask_to_image_msg(scene.class_mask, Header()),
-                         detections_to_msg(scene.detections, Header(), DET_CLASSES)))
+            loop.append((self._image_msg(scene.frame.image),
+                         class_mask_to_image_msg(scene.class_mask, Header(), SIM_SPEC.num_seg_classes),
+                         detections_to_msg(scene.detections, Header(), SIM_SPEC.det_classes)))
         self.get_logger().info(f"rendered {p.loop_frames} scenes in {time.monotonic() - started:.1f} s")
         return loop
 
@@ -119,13 +122,10 @@ class SyntheticCamera(Node):
 
     def publish_diagnostics(self) -> None:
         elapsed = time.monotonic() - self.started
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: output",
-                                  hardware_id=self.params.frame_id, message="publishing")
-        status.values = [KeyValue(key="frames_published", value=str(self.published)),
-                         KeyValue(key="fps", value=f"{self.published / max(elapsed, 1e-9):.2f}"),
-                         KeyValue(key="target_fps", value=f"{self.params.rate:g}")]
-        self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
-                                              status=[status]))
+        values = {"frames_published": str(self.published), "fps": f"{self.published / max(elapsed, 1e-9):.2f}",
+                  "target_fps": f"{self.params.rate:g}"}
+        self.diag_pub.publish(diagnostic_array(self.get_clock().now(), diagnostic_status(
+            f"{self.get_name()}: output", values, message="publishing", hardware_id=self.params.frame_id)))
 
 
 def main(args=None) -> int:

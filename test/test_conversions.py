@@ -5,12 +5,14 @@ import re
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.clock import Clock, ClockType
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, ObjectHypothesisWithPose
 
 from perception_core.codec import HOST_IS_BIGENDIAN, ImageDecodeError
-from perception_core.types import DET_CLASSES, SEG_CLASSES, Detections
+from perception_core.types import Detections
 from perception_nodes.conversions import (
     array_to_image_msg,
     bgr_to_compressed_msg,
@@ -20,14 +22,22 @@ from perception_nodes.conversions import (
     copy_header,
     detections_from_msg,
     detections_to_msg,
+    diagnostic_array,
+    diagnostic_status,
     image_msg_to_array,
     image_msg_to_bgr,
     image_msg_to_class_mask,
     image_msg_to_frame,
     label_info_msg,
     ns_to_stamp,
+    stamp_ns_from_cdr,
+    stamp_text,
     stamp_to_ns,
 )
+
+# A label set of this test's own: conversions know no class list.
+SEG_CLASSES = ("floor", "wall", "shelf", "pallet", "door", "forklift", "worker")
+DET_CLASSES = ("pallet", "forklift", "worker")
 
 H, W = 6, 5
 SHAPES = {  # encoding -> (channels, dtype)
@@ -166,20 +176,21 @@ def test_corrupt_compressed_msg():
 def test_class_mask_round_trip():
     mask = np.random.default_rng(1).integers(0, len(SEG_CLASSES), (H, W), np.uint8)
     source = header()
-    msg = class_mask_to_image_msg(mask, source)
+    msg = class_mask_to_image_msg(mask, source, len(SEG_CLASSES))
     assert (msg.encoding, msg.step) == ("mono8", W)
     assert_copied_header(msg.header, source)
-    np.testing.assert_array_equal(image_msg_to_class_mask(msg), mask)
+    np.testing.assert_array_equal(image_msg_to_class_mask(msg, len(SEG_CLASSES)), mask)
 
 
 def test_class_mask_checks():
     with pytest.raises(ValueError, match="holds id 7, only 7 classes exist"):
-        class_mask_to_image_msg(np.full((H, W), 7, np.uint8), header())
+        class_mask_to_image_msg(np.full((H, W), 7, np.uint8), header(), 7)
+    assert class_mask_to_image_msg(np.full((H, W), 7, np.uint8), header(), 12).height == H  # a 12-class model's
     with pytest.raises(ImageDecodeError, match="a class mask must be mono8"):
-        image_msg_to_class_mask(array_to_image_msg(sample("bgr8"), "bgr8", header()))
+        image_msg_to_class_mask(array_to_image_msg(sample("bgr8"), "bgr8", header()), 7)
     wide = array_to_image_msg(np.full((H, W), 9, np.uint8), "mono8", header())
     with pytest.raises(ValueError, match="holds id 9"):
-        image_msg_to_class_mask(wide)
+        image_msg_to_class_mask(wide, 7)
     assert image_msg_to_class_mask(wide, num_classes=10).max() == 9
 
 
@@ -211,17 +222,17 @@ def test_detections_round_trip(n):
 def test_detections_from_msg_picks_the_best_hypothesis():
     msg = detections_to_msg(sample_detections(1), header(), DET_CLASSES)
     better = ObjectHypothesisWithPose()
-    better.hypothesis.class_id, better.hypothesis.score = "cone", 0.999
+    better.hypothesis.class_id, better.hypothesis.score = "worker", 0.999
     msg.detections[0].results.insert(0, better)
     dets = detections_from_msg(msg, DET_CLASSES)
-    assert dets.class_id.tolist() == [DET_CLASSES.index("cone")]
+    assert dets.class_id.tolist() == [DET_CLASSES.index("worker")]
     assert dets.score.tolist() == [pytest.approx(0.999)]
 
 
 def test_detections_errors():
     msg = detections_to_msg(sample_detections(2), header(), DET_CLASSES)
     msg.detections[1].results[0].hypothesis.class_id = "dog"
-    with pytest.raises(ValueError, match="detection 1 has unknown class name 'dog'; known: \\['person'"):
+    with pytest.raises(ValueError, match="detection 1 has unknown class name 'dog'; known: \\['pallet'"):
         detections_from_msg(msg, DET_CLASSES)
     msg.detections[1].results = []
     with pytest.raises(ValueError, match="detection 1 has no hypotheses"):
@@ -243,6 +254,26 @@ def test_stamp_round_trip(ns):
     stamp = ns_to_stamp(ns)
     assert 0 <= stamp.nanosec < 1_000_000_000
     assert stamp_to_ns(stamp) == ns
+
+
+def test_stamp_read_from_serialized_bytes_without_deserializing():
+    from rclpy.serialization import serialize_message
+
+    for ns in (0, 1_700_000_000_123_456_789):
+        msg = detections_to_msg(sample_detections(3), Header(stamp=ns_to_stamp(ns)), DET_CLASSES)
+        assert stamp_ns_from_cdr(serialize_message(msg)) == ns
+    assert stamp_text(ns_to_stamp(1_000_000_005)) == "1.000000005"
+    with pytest.raises(ValueError, match="too short"):
+        stamp_ns_from_cdr(b"\x00\x01\x00\x00")
+
+
+def test_diagnostics_messages_from_core_values():
+    status = diagnostic_status("node: pipeline", {"received": "3", "fps_in": "1.50"}, "warn", "1 dropped", "ort")
+    assert (status.level, status.name, status.message, status.hardware_id) == (
+        DiagnosticStatus.WARN, "node: pipeline", "1 dropped", "ort")
+    assert [(kv.key, kv.value) for kv in status.values] == [("received", "3"), ("fps_in", "1.50")]
+    array = diagnostic_array(Clock(clock_type=ClockType.ROS_TIME).now(), status)
+    assert array.status == [status] and array.header.stamp.sec > 0
 
 
 def test_copy_header_is_independent():
