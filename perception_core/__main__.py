@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from perception_core.resources import package_file
+
 
 def _hw(text: str) -> tuple[int, int]:
     h, w = (int(v) for v in text.lower().split("x"))
@@ -57,9 +59,28 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from perception_core.metrics.evaluate import main
+    from perception_core.evaluation.evaluate import evaluate_interleaved, evaluation_pipelines
+    from perception_core.evaluation.report import results_json, summary_line, write_json, write_report
 
-    return main(args)
+    pipelines = evaluation_pipelines(args.model or [package_file("models", "multitask.onnx")], args.threads)
+    if args.bag:  # a bag does not say its classes: it is read in the (first) model's
+        from perception_core.datasets.bag import BagSource
+
+        source = BagSource(args.bag, next(iter(pipelines.values())).spec, args.topic)
+        source_info = source.info
+    else:
+        from perception_core.datasets.simulator import SimulatorSource
+
+        source = SimulatorSource("validation", args.sim)
+        source_info = {"name": source.name}
+    results = evaluate_interleaved(pipelines, source, overlays=args.overlays if args.report else 0, progress=True)
+    for name, result in results.items():
+        print(summary_line(name, result))
+    if args.json:
+        write_json(args.json, results_json(results, source_info, threads=args.threads))
+    if args.report:
+        print(f"report: {write_report(args.report, results, source_info, threads=args.threads)}")
+    return 0
 
 
 def cmd_plot(args) -> int:
@@ -123,13 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("evaluate", help="metrics and latency of models on the validation split")
-    p.add_argument("--model", nargs="+", required=True,
-                   help="one or more .onnx (ONNX Runtime) or .tflite (LiteRT) files, timed side by side")
-    p.add_argument("--sim", type=int, default=500, help="number of validation frames")
+    p = sub.add_parser("evaluate", help="metrics and latency of models on the validation split or a rosbag2 bag")
+    p.add_argument("--model", nargs="+", help="one or more .onnx (ONNX Runtime) or .tflite (LiteRT) files, run "
+                   "side by side on the same frames (default: the bundled multitask.onnx)")
+    frames = p.add_mutually_exclusive_group()
+    frames.add_argument("--sim", type=int, default=500, help="number of simulator validation frames (the default)")
+    frames.add_argument("--bag", help="a rosbag2 bag (mcap or sqlite3 folder or file); ground truth optional")
+    p.add_argument("--topic", help="camera topic of the bag (default: /image, /image/compressed or the only camera)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--out-dir", help="confusion-matrix and overlay PNGs go here")
-    p.add_argument("--overlays", type=int, default=3)
+    p.add_argument("--report", help="write evaluation.json, report.md and its PNGs into this folder")
+    p.add_argument("--overlays", type=int, default=4, help="worst frames drawn in the report")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_evaluate)
 
@@ -147,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     module = DELEGATED.get(argv[0]) if argv else None
-    if argv[:1] == ["evaluate"] and "--bag" in argv:  # a recorded bag rather than the simulator split
-        module = "perception_core.evaluation.bag_eval"
     if module:
         import importlib
 

@@ -1,12 +1,12 @@
-"""``make bench``: multitask vs separate models vs INT8, ONNX Runtime vs LiteRT, and the node end to end, in one run.
+"""``python -m perception_core bench``: multitask vs separate models vs INT8, ONNX Runtime vs LiteRT, in one run.
 
 Everything is compared on the same frames in the same run, as ratios, with p50/p95/p99:
 - latency per stage and in total, the configurations interleaved frame by frame;
-- accuracy of each configuration on those frames (mIoU, mAP50 with every peak kept);
+- accuracy of each configuration on those frames (the one evaluation path, every peak kept);
 - peak RSS of each configuration in a process of its own, above an empty-runtime baseline;
-- parameters (ONNX initializers, LiteRT constant tensors);
-- the node as deployed: camera process -> node process -> observer (perception_nodes.graph_bench,
-  run as a subprocess so this module stays free of ROS).
+- parameters (ONNX initializers, LiteRT constant tensors).
+The node as deployed (camera process -> node process -> observer) is measured from the nodes'
+side, which runs this benchmark first and adds its figures to the same outputs (``make bench``).
 Writes ``bench/results.json``, ``bench/results.md`` and ``bench/bench.png``.
 """
 
@@ -21,18 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from perception_core.metrics.detection import DetectionMetric
-from perception_core.metrics.segmentation import SegmentationMetric
-from perception_core.pipeline.pipeline import Pipeline
+from perception_core.datasets.simulator import SimulatorSource
+from perception_core.evaluation.evaluate import SCORE_FLOOR, evaluate
+from perception_core.pipeline.pipeline import TOTAL, Pipeline
 from perception_core.profiling import (
-    TOTAL,
-    FrameSet,
+    camera_payloads,
     format_table,
     plot_stage_bars,
-    simulator_frames,
     summarize_samples,
     time_pipelines,
 )
+from perception_core.resources import package_file
 
 CONFIGURATIONS = {  # the model file picks the runtime: .onnx -> ONNX Runtime, .tflite -> LiteRT (XNNPACK)
     "multitask fp32": ("multitask.onnx",),
@@ -41,7 +40,6 @@ CONFIGURATIONS = {  # the model file picks the runtime: .onnx -> ONNX Runtime, .
     "multitask fp32 litert": ("multitask.tflite",),
     "multitask int8 litert": ("multitask_int8.tflite",),
 }
-MAP_SCORE_THRESHOLD = 0.01  # mAP needs the whole precision/recall curve, not the node's threshold
 
 
 def model_parameters(path: Path) -> int:
@@ -59,31 +57,12 @@ def model_parameters(path: Path) -> int:
     return int(sum(np.prod(init.dims, dtype=np.int64) for init in model.graph.initializer))
 
 
-def accuracy(pipeline: Pipeline, frames: FrameSet) -> dict[str, float]:
-    """mIoU / mAP of one pipeline on the frames' ground truth (heads it lacks are None)."""
-    seg = SegmentationMetric(pipeline.seg_classes) if pipeline.seg_classes else None
-    det = DetectionMetric(pipeline.det_classes) if pipeline.det_classes else None
-    threshold, pipeline.score_threshold = pipeline.score_threshold, MAP_SCORE_THRESHOLD
-    try:
-        for encoded, truth in zip(frames.encoded, frames.truth):
-            result = pipeline.run(encoded)
-            if seg is not None:
-                seg.update(result.class_mask, truth.class_mask)
-            if det is not None:
-                det.update(result.detections, truth.detections)
-    finally:
-        pipeline.score_threshold = threshold
-    det_result = det.compute() if det else None
-    return {"miou": seg.compute().miou if seg else None, "map50": det_result.map50 if det_result else None,
-            "map50_95": det_result.map50_95 if det_result else None}
-
-
 def memory_probe(model_paths: list[str], frames: int, threads: int) -> dict[str, float]:
     """Run in a fresh process: peak RSS after loading the models (if any) and running ``frames`` frames."""
-    frame_set = simulator_frames(frames)
+    payloads = camera_payloads(SimulatorSource("validation", frames))
     if model_paths:
         pipeline = Pipeline.from_model_files(model_paths, threads=threads)
-        for encoded in frame_set.encoded:
+        for encoded in payloads:
             pipeline.run(encoded)
     return {"peak_rss_mib": peak_rss_mib()}
 
@@ -108,18 +87,24 @@ def ratio(a, b):
     return float(a / b) if a is not None and b else None
 
 
-def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph: bool, seconds: float) -> dict:
+def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int) -> tuple[dict, dict]:
+    """The in-process configurations: results (as in results.json) and per-stage latency summaries."""
     started = time.monotonic()
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: [models_dir / f for f in files] for name, files in CONFIGURATIONS.items()}
-    print(f"[bench] rendering {frames} validation frames (640x480 bgr8)", flush=True)
-    frame_set = simulator_frames(frames)
-    pipelines = {name: Pipeline.from_model_files(p, threads=threads) for name, p in paths.items()}
+    source = SimulatorSource("validation", frames)
+    payloads = camera_payloads(source)
+    description = f"{len(payloads)} simulator validation frames 640x480 bgr8"
+    # Every peak down to SCORE_FLOOR, as the accuracy columns need; the timed path is otherwise the node's.
+    pipelines = {name: Pipeline.from_model_files(p, threads=threads, score_threshold=SCORE_FLOOR)
+                 for name, p in paths.items()}
     print(f"[bench] timing {len(pipelines)} configurations, interleaved frame by frame, {threads} threads", flush=True)
-    latency = summarize_samples(time_pipelines(pipelines, frame_set, warmup=5, repeats=2))
+    latency = summarize_samples(time_pipelines(pipelines, payloads, warmup=5, repeats=2))
     print(format_table(latency), flush=True)
     print("[bench] accuracy on the same frames", flush=True)
-    acc = {name: accuracy(p, frame_set) for name, p in pipelines.items()}
+    acc = {}
+    for name, pipeline in pipelines.items():
+        r = evaluate(pipeline, source).as_dict()
+        acc[name] = {key: r[key] for key in ("miou", "map50", "map50_95")}
     del pipelines
     print("[bench] peak RSS, each configuration in its own process", flush=True)
     baseline = measure_memory([], 20, threads)
@@ -129,7 +114,7 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph:
     p50 = {name: latency[name][TOTAL].p50_ms for name in latency}
     infer50 = {name: latency[name]["infer"].p50_ms for name in latency}
     results = {
-        "frames": frame_set.description, "threads": threads, "machine": "2-core shared CPU (see note)",
+        "frames": description, "threads": threads, "machine": "2-core shared CPU (see note)",
         "configurations": {name: {
             "models": list(CONFIGURATIONS[name]), "parameters": params[name],
             "latency_ms": {stage: s.as_dict() for stage, s in latency[name].items()},
@@ -146,18 +131,9 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int, graph:
             "litert_int8_over_onnxruntime_int8": ratio(infer50["multitask int8 litert"], infer50["multitask int8"]),
             "litert_int8_over_litert_fp32": ratio(infer50["multitask int8 litert"], infer50["multitask fp32 litert"]),
         },
+        "seconds": time.monotonic() - started,
     }
-    if graph:
-        print("[bench] the node end to end: camera process -> node process -> observer", flush=True)
-        graph_json = out_dir / "graph.json"
-        subprocess.run([sys.executable, "-m", "perception_nodes.graph_bench", "--model",
-                        str(models_dir / "multitask.onnx"), "--json", str(graph_json), "--seconds", str(seconds),
-                        "--threads", str(threads)], check=True)
-        results["node"] = json.loads(graph_json.read_text())
-        results["multicamera"] = results["node"].pop("multicamera")
-    results["seconds"] = time.monotonic() - started
-    write_outputs(results, latency, out_dir)
-    return results
+    return results, latency
 
 
 def write_outputs(results: dict, latency, out_dir: Path) -> None:
@@ -195,20 +171,24 @@ def write_outputs(results: dict, latency, out_dir: Path) -> None:
     plot_stage_bars(latency, out_dir / "bench.png", f"per-stage p50 (bar) and total p95 (tick): {results['frames']}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m perception_core bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models")
+    parser.add_argument("--models", type=Path, default=package_file("models", "multitask.onnx").parent)
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each node measurement")
-    parser.add_argument("--no-graph", action="store_true", help="skip the node end-to-end part")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     parser.add_argument("--memory-probe", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe is not None:
         print(json.dumps(memory_probe(args.memory_probe, args.frames, args.threads)))
         return 0
-    results = run_bench(args.models, args.out, args.frames, args.threads, not args.no_graph, args.seconds)
+    results, latency = run_bench(args.models, args.out, args.frames, args.threads)
+    write_outputs(results, latency, args.out)
     print((args.out / "results.md").read_text())
     print(f"[bench] wrote {args.out}/results.json, results.md, bench.png in {results['seconds']:.0f} s")
     return 0

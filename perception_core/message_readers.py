@@ -8,11 +8,14 @@ with each (perception_nodes.conversions, perception_core.evaluation.bags).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
 from perception_core.codec import EncodedImage, ImageDecodeError, raw_to_array
-from perception_core.types import SEG_CLASSES, Detections, validate_class_mask
+from perception_core.types import Detections, validate_class_mask
+
+NS_PER_S = 1_000_000_000
 
 
 def encoded_image(msg) -> EncodedImage:
@@ -22,12 +25,19 @@ def encoded_image(msg) -> EncodedImage:
     return EncodedImage(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))
 
 
-def class_mask(msg, num_classes: int = len(SEG_CLASSES)) -> np.ndarray:
-    """Read-only (H, W) uint8 class mask viewed from a mono8 Image; ids must be below ``num_classes``."""
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds (exact): the key that pairs a frame with its ground truth."""
+    return stamp.sec * NS_PER_S + stamp.nanosec
+
+
+def class_mask(msg, num_classes: int, ignore_label: Optional[int] = None) -> np.ndarray:
+    """Read-only (H, W) uint8 class mask viewed from a mono8 Image; ids below ``num_classes`` or ``ignore_label``."""
     if msg.encoding not in ("mono8", "8UC1"):
         raise ImageDecodeError(f"a class mask must be mono8 (or 8UC1), got {msg.encoding!r}")
     mask = raw_to_array(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))
-    return validate_class_mask(mask, num_classes)
+    labelled = mask if ignore_label is None else mask[mask != ignore_label].reshape(1, -1)
+    validate_class_mask(labelled, num_classes)
+    return mask
 
 
 def detections(msg, class_names: Sequence[str]) -> Detections:

@@ -1,6 +1,7 @@
 """Controlled timing of the pipeline: same frames, threads, warm-up and repeats for every configuration.
 
-Two views of the same Pipeline:
+Two views of the same Pipeline, both on camera payloads read from a FrameSource (or captured live
+by the stage profiler node):
 - :func:`profile_stages` times each stage on its own over the whole frame set (inputs prepared
   beforehand), so one stage's cache effects do not leak into the next;
 - :func:`time_pipelines` runs whole frames through several pipelines interleaved frame by frame,
@@ -11,34 +12,21 @@ Results print as a table and are written as JSON, CSV and a PNG chart.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from perception_core.codec import EncodedImage, array_to_raw, encode_compressed
+from perception_core.datasets import FrameSource
 from perception_core.metrics.latency import LatencySummary, summarize_ms
 from perception_core.pipeline import stages
-from perception_core.pipeline.pipeline import STAGES, Pipeline
-from perception_core.types import LabeledFrame
-
-TOTAL = "total"
-
-
-@dataclass(frozen=True)
-class FrameSet:
-    """Encoded camera payloads and, where known, their ground truth (same order)."""
-
-    encoded: list[EncodedImage]
-    truth: list[Optional[LabeledFrame]]
-    description: str
-
-    def __len__(self) -> int:
-        return len(self.encoded)
+from perception_core.pipeline.pipeline import STAGES, TOTAL, Pipeline
+from perception_core.plotting import pyplot, save
 
 
 def encode_frame(bgr: np.ndarray, encoding: str = "bgr8") -> EncodedImage:
@@ -51,15 +39,11 @@ def encode_frame(bgr: np.ndarray, encoding: str = "bgr8") -> EncodedImage:
     return EncodedImage(bytes(data), "bgr8", bgr.shape[1], bgr.shape[0], step)
 
 
-def simulator_frames(count: int, width: int = 640, height: int = 480, encoding: str = "bgr8",
-                     seed: Optional[int] = None) -> FrameSet:
-    """``count`` held-out simulator frames (validation split unless ``seed`` is given)."""
-    from perception_core.sim import VALIDATION_SEED, render_scene
-
-    seed = VALIDATION_SEED if seed is None else seed
-    scenes = [render_scene(seed, i, width, height) for i in range(count)]
-    return FrameSet([encode_frame(s.frame.image, encoding) for s in scenes], scenes,
-                    f"{count} simulator frames {width}x{height} {encoding} (seed {seed})")
+def camera_payloads(source: FrameSource, count: Optional[int] = None, encoding: str = "bgr8") -> list[EncodedImage]:
+    """The first ``count`` frames of ``source`` as the camera sends them: payloads it keeps (a bag's) as they
+    are, decoded images encoded as ``encoding``."""
+    return [s.image if isinstance(s.image, EncodedImage) else encode_frame(s.image, encoding)
+            for s in itertools.islice(source, count)]
 
 
 def _time_each(fn: Callable, items: Sequence, warmup: int, repeats: int) -> list[float]:
@@ -74,10 +58,10 @@ def _time_each(fn: Callable, items: Sequence, warmup: int, repeats: int) -> list
     return samples
 
 
-def profile_stages(pipeline: Pipeline, frames: FrameSet, warmup: int = 5,
+def profile_stages(pipeline: Pipeline, frames: Sequence[EncodedImage], warmup: int = 5,
                    repeats: int = 3) -> dict[str, LatencySummary]:
     """Each stage timed in isolation on every frame; ``total`` is the per-frame sum of the isolated stage times."""
-    decoded = [stages.decode(f) for f in frames.encoded]
+    decoded = [stages.decode(f) for f in frames]
     prepared = [stages.preprocess(image, pipeline.input_hw) for image in decoded]
 
     def infer(item):
@@ -89,7 +73,7 @@ def profile_stages(pipeline: Pipeline, frames: FrameSet, warmup: int = 5,
     outputs = [infer(item) for item in prepared]
     with_transform = [(out, t) for out, (_, t) in zip(outputs, prepared)]
     samples = {
-        "decode": _time_each(stages.decode, frames.encoded, warmup, repeats),
+        "decode": _time_each(stages.decode, frames, warmup, repeats),
         "preprocess": _time_each(lambda image: stages.preprocess(image, pipeline.input_hw), decoded, warmup, repeats),
         "infer": _time_each(infer, prepared, warmup, repeats),
     }
@@ -107,15 +91,15 @@ def profile_stages(pipeline: Pipeline, frames: FrameSet, warmup: int = 5,
     return summaries
 
 
-def time_pipelines(pipelines: dict[str, Pipeline], frames: FrameSet, warmup: int = 5,
+def time_pipelines(pipelines: dict[str, Pipeline], frames: Sequence[EncodedImage], warmup: int = 5,
                    repeats: int = 1) -> dict[str, dict[str, np.ndarray]]:
     """Whole frames through every pipeline, interleaved frame by frame; per-stage and total samples (ms)."""
     for pipeline in pipelines.values():
-        for encoded in frames.encoded[:warmup]:
+        for encoded in frames[:warmup]:
             pipeline.run(encoded)
     samples = {name: {stage: [] for stage in (*STAGES, TOTAL)} for name in pipelines}
     for _ in range(repeats):
-        for encoded in frames.encoded:
+        for encoded in frames:
             for name, pipeline in pipelines.items():
                 timings = pipeline.run(encoded).timings_ms
                 for stage in STAGES:
@@ -137,8 +121,8 @@ def format_table(results: dict[str, dict[str, LatencySummary]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, dict[str, LatencySummary]], out_dir: Path, title: str,
-                 meta: Optional[dict] = None) -> dict[str, Path]:
+def write_stage_timings(results: dict[str, dict[str, LatencySummary]], out_dir: Path, title: str,
+                        meta: Optional[dict] = None) -> dict[str, Path]:
     """Write ``stage_timings.json``, ``.csv`` and ``.png`` (stacked p50 per stage) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"stage_timings.{kind}" for kind in ("json", "csv", "png")}
@@ -157,11 +141,7 @@ def write_report(results: dict[str, dict[str, LatencySummary]], out_dir: Path, t
 
 def plot_stage_bars(results: dict[str, dict[str, LatencySummary]], path: Path, title: str) -> None:
     """Horizontal bars, one per configuration, split into the stages' p50 (ms); p95 of the total as a tick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(results)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(names)))
     left = np.zeros(len(names))
@@ -176,20 +156,4 @@ def plot_stage_bars(results: dict[str, dict[str, LatencySummary]], path: Path, t
     ax.set_title(title, fontsize=10)
     ax.invert_yaxis()
     ax.legend(fontsize=7, ncol=3, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def bag_frames(path, count: int, image_topic: Optional[str] = None) -> FrameSet:
-    """The first ``count`` camera frames of a rosbag2 bag, with their ground truth where recorded."""
-    from perception_core.evaluation.bags import ImageBag
-
-    encoded, truth = [], []
-    with ImageBag(path, image_topic) as bag:
-        for frame in bag.frames():
-            if len(encoded) == count:
-                break
-            encoded.append(frame.image)
-            truth.append(None)
-    return FrameSet(encoded, truth, f"{len(encoded)} frames of {bag.image_topic} in {path}")
+    save(fig, path)

@@ -81,11 +81,6 @@ class Detections:
             index = [int(index)]
         return Detections(self.xyxy[index], self.class_id[index], self.score[index])
 
-    @property
-    def wh(self) -> np.ndarray:
-        """(N, 2) box widths and heights."""
-        return self.xyxy[:, 2:] - self.xyxy[:, :2]
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Detections):
             return NotImplemented
@@ -113,10 +108,6 @@ class Frame:
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
             raise ValueError(f"frame image must be (H, W, 3) uint8 BGR, got {self.image.shape} {self.image.dtype}")
-
-    @property
-    def size_wh(self) -> tuple[int, int]:
-        return self.image.shape[1], self.image.shape[0]
 
 
 @dataclass

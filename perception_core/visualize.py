@@ -16,7 +16,8 @@ def draw_overlay(image_bgr: np.ndarray, class_mask: Optional[np.ndarray], detect
     """A new BGR image: class colours blended over the frame, then boxes labelled with class and score."""
     out = np.array(image_bgr, np.uint8, copy=True)
     if class_mask is not None:
-        palette = np.asarray(colors_bgr, np.uint8)
+        palette = np.zeros((256, 3), np.uint8)  # ids without a colour (an ignore label) blend with black
+        palette[:len(colors_bgr)] = np.asarray(colors_bgr, np.uint8).reshape(-1, 3)
         out = cv2.addWeighted(out, 1.0 - alpha, palette[class_mask], alpha, 0.0)
     if detections is not None:
         for (x1, y1, x2, y2), class_id, score in zip(detections.xyxy.round().astype(int).tolist(),

@@ -1,8 +1,10 @@
 """Times every pipeline stage on its own, for several model configurations, on one fixed frame set.
 
-Frames come from the simulator (``source: sim``) or are captured live from the camera topic
-(``source: live``). Every configuration then sees the same frames, threads, warm-up and repeats
-(perception_core.profiling). Prints a table, writes JSON/CSV/PNG to ``out_dir`` and exits.
+Frames come from a FrameSource, the simulator's validation split (``source: sim``) or a rosbag2
+bag (``source: bag``), or are captured live from the camera topic (``source: live``). Every
+configuration then sees the same frames, threads, warm-up and repeats (perception_core.profiling);
+on labelled frames each configuration is also scored by the one evaluation path. Prints a table,
+writes JSON/CSV/PNG to ``out_dir`` and exits.
 """
 
 from __future__ import annotations
@@ -14,15 +16,9 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from perception_core.pipeline.pipeline import Pipeline
-from perception_core.profiling import (
-    FrameSet,
-    bag_frames,
-    format_table,
-    profile_stages,
-    simulator_frames,
-    write_report,
-)
+from perception_core.evaluation.evaluate import SCORE_FLOOR, evaluate
+from perception_core.pipeline.pipeline import TOTAL, Pipeline
+from perception_core.profiling import camera_payloads, format_table, profile_stages, write_stage_timings
 from perception_nodes.conversions import msg_to_encoded
 from perception_nodes.params import declare_params, param
 from perception_nodes.ros_env import package_file
@@ -35,7 +31,8 @@ class StageProfilerParams:
                         "'bag' reads them from the rosbag2 bag at 'bag'.", choices=("sim", "live", "bag"))
     bag: str = param("", "Bag folder for source 'bag' (mcap or sqlite3).")
     frames: int = param(100, "Frames in the set.", range=(1, 10000))
-    width: int = param(640, "Simulator frame width.", range=(16, 4096))
+    width: int = param(640, "Simulator frame width (other than 640x480: the render letterboxed to it).",
+                       range=(16, 4096))
     height: int = param(480, "Simulator frame height.", range=(16, 4096))
     encoding: str = param("bgr8", "Simulator frame encoding.", choices=("bgr8", "jpeg"))
     transport: str = param("raw", "Live source: 'image' (raw) or 'image/compressed'.", choices=("raw", "compressed"))
@@ -56,39 +53,57 @@ class StageProfiler(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("stage_profiler", **node_options)
         self.params = p = declare_params(self, StageProfilerParams)
+        # Every peak down to SCORE_FLOOR, so the same pipelines can be scored on labelled frames.
         self.pipelines = {"+".join(Path(m).stem for m in config.split("+")): Pipeline.from_model_files(
-            [resolve_model(m) for m in config.split("+")], threads=p.threads) for config in p.configurations}
+            [resolve_model(m) for m in config.split("+")], threads=p.threads, score_threshold=SCORE_FLOOR)
+            for config in p.configurations}
         self.captured = []
+        self.source = None
         if p.source == "live":
             msg_type, topic = (Image, "image") if p.transport == "raw" else (CompressedImage, "image/compressed")
             self.sub = self.create_subscription(msg_type, topic, self.on_image, qos_profile_sensor_data)
             self.get_logger().info(f"capturing {p.frames} frames from {self.sub.topic_name}")
+            return
+        if p.source == "bag":
+            from perception_core.datasets.bag import BagSource
+
+            self.source = BagSource(p.bag, next(iter(self.pipelines.values())).spec)
         else:
-            self.frames = (bag_frames(p.bag, p.frames) if p.source == "bag"
-                           else simulator_frames(p.frames, p.width, p.height, p.encoding))
-            self.timer = self.create_timer(0.01, self.run_once)
+            from perception_core.datasets.simulator import CAMERA_HW, SimulatorSource
+
+            hw = (p.height, p.width)
+            self.source = SimulatorSource("validation", p.frames, None if hw == CAMERA_HW else hw)
+        self.frames = camera_payloads(self.source, p.frames, p.encoding)
+        self.description = f"{len(self.frames)} frames of {self.source.name}"
+        self.timer = self.create_timer(0.01, self.run_once)
 
     def on_image(self, msg) -> None:
         if len(self.captured) < self.params.frames:
             self.captured.append(msg_to_encoded(msg))
             if len(self.captured) == self.params.frames:
-                self.frames = FrameSet(self.captured, [None] * len(self.captured),
-                                       f"{len(self.captured)} frames captured from {self.sub.topic_name}")
+                self.frames = self.captured
+                self.description = f"{len(self.captured)} frames captured from {self.sub.topic_name}"
                 self.destroy_subscription(self.sub)
                 self.timer = self.create_timer(0.01, self.run_once)
 
     def run_once(self) -> None:
         self.timer.cancel()
         p = self.params
-        self.get_logger().info(f"profiling {len(self.pipelines)} configurations on {self.frames.description}, "
+        self.get_logger().info(f"profiling {len(self.pipelines)} configurations on {self.description}, "
                                f"{p.threads} threads, warm-up {p.warmup}, {p.repeats} repeats")
-        results = {}
+        results, accuracy = {}, {}
         for config, pipeline in self.pipelines.items():
             results[config] = profile_stages(pipeline, self.frames, p.warmup, p.repeats)
-            self.get_logger().info(f"  {config}: total p50 {results[config]['total'].p50_ms:.2f} ms")
+            line = f"  {config}: total p50 {results[config][TOTAL].p50_ms:.2f} ms"
+            if self.source is not None:  # the same frames, labelled
+                scores = evaluate(pipeline, self.source, count=len(self.frames)).as_dict()
+                accuracy[config] = {key: scores[key] for key in ("miou", "map50", "map50_95", "scored_frames")}
+                line += f", mIoU {scores['miou']}, mAP50 {scores['map50']}"
+            self.get_logger().info(line)
         print(format_table(results), flush=True)
-        paths = write_report(results, Path(p.out_dir), f"stage timings: {self.frames.description}",
-                             {"threads": p.threads, "warmup": p.warmup, "repeats": p.repeats})
+        paths = write_stage_timings(results, Path(p.out_dir), f"stage timings: {self.description}",
+                                    {"threads": p.threads, "warmup": p.warmup, "repeats": p.repeats,
+                                     "score_threshold": SCORE_FLOOR, "accuracy": accuracy})
         self.get_logger().info("wrote " + ", ".join(str(v) for v in paths.values()))
         self.context.try_shutdown()
 

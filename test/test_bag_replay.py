@@ -22,8 +22,9 @@ from vision_msgs.msg import Detection2DArray
 
 from graph_utils import NodeProcess, spin_until
 from model_fixtures import make_geometry_model
-from perception_core.evaluation.bag_eval import evaluate_bag
-from perception_core.evaluation.bags import record_simulation
+from perception_core.datasets.bag import BagSource
+from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines
+from perception_core.evaluation.record import record_simulation
 from perception_core.pipeline.letterbox import letterbox_boxes, letterbox_transform
 from perception_core.sim import VALIDATION_SEED, render_scene
 from perception_nodes.conversions import ns_to_stamp, stamp_to_ns
@@ -112,7 +113,8 @@ def replay_and_collect_online_metrics(ros_peer, bag: Path, model: Path) -> dict[
 
 def assert_online_equals_offline(ros_peer, bag: Path, model: Path) -> None:
     online = replay_and_collect_online_metrics(ros_peer, bag, model)
-    offline = evaluate_bag(bag, model, progress=False)
+    pipeline = evaluation_pipelines([model])[model.name]
+    offline = evaluate(pipeline, BagSource(bag, pipeline.spec)).as_dict()
     assert offline["frames"] == FRAMES and offline["decode_errors"] == 0
     assert int(online["unpaired"]) == 0 and int(online["malformed"]) == 0
     differences = {key: float(online[key]) - offline[key] for key in ("miou", "map50", "map50_95")}

@@ -9,18 +9,16 @@ import pytest
 from rosbags.rosbag2 import Reader, Writer
 
 from model_fixtures import make_geometry_model
+from perception_core.__main__ import main as cli
 from perception_core.codec import decode_compressed, decode_image, encode_compressed
-from perception_core.evaluation import bag_eval, record
-from perception_core.evaluation.bags import (
-    ImageBag,
-    bgr_to_encoding,
-    header,
-    image_message,
-    jazzy_typestore,
-    record_simulation,
-)
+from perception_core.datasets.bag import BagSource, jazzy_typestore
+from perception_core.evaluation import record
+from perception_core.evaluation.bags import bgr_to_encoding, detections_message, header, image_message
+from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines
+from perception_core.evaluation.record import record_simulation
 from perception_core.pipeline.letterbox import letterbox_boxes, letterbox_transform
 from perception_core.sim import VALIDATION_SEED, render_scene
+from perception_core.sim.classes import SIM_SPEC
 
 START_NS = 1_700_000_000 * 10**9
 SMALL = {"width": 320, "height": 240}
@@ -35,6 +33,12 @@ def expected_stamps(count: int, rate: float = 30.0) -> list[int]:
     return [START_NS + round(i * 1e9 / rate) for i in range(count)]
 
 
+def evaluate_bag(path, model_path, **options) -> dict:
+    """What ``evaluate --bag`` computes: the model's pipeline on the bag, read in the model's classes."""
+    pipeline = evaluation_pipelines([model_path])[model_path.name]
+    return evaluate(pipeline, BagSource(path, pipeline.spec), **options).as_dict()
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 @pytest.mark.parametrize("transport", ["raw", "compressed"])
 def test_a_recording_reads_back_as_the_simulator_rendered_it(tmp_path, storage, transport):
@@ -46,11 +50,12 @@ def test_a_recording_reads_back_as_the_simulator_rendered_it(tmp_path, storage, 
             "/ground_truth/segmentation": 3, "/ground_truth/detections": 3}
         bag_times = sorted({timestamp for _, timestamp, _ in reader.messages()})
     assert bag_times == expected_stamps(3), "bag timestamps are the header stamps"
-    with ImageBag(path) as bag:
-        assert bag.storage == storage
-        frames = list(bag.frames())
+    source = BagSource(path, SIM_SPEC)
+    assert source.storage == storage and len(source) == 3
+    frames = list(source)
     assert [f.stamp_ns for f in frames] == expected_stamps(3)
     for index, frame in enumerate(frames):
+        assert frame.tasks == {"segmentation", "detection"} and frame.key == f"bag/{index}"
         scene = render_scene(VALIDATION_SEED, index, **SMALL)
         image = decode_image(frame.image)
         if transport == "raw":
@@ -59,8 +64,9 @@ def test_a_recording_reads_back_as_the_simulator_rendered_it(tmp_path, storage, 
             assert np.array_equal(image, decode_compressed(encode_compressed(scene.frame.image, "jpeg", 90), "jpeg"))
             mse = np.mean((image.astype(np.float64) - scene.frame.image) ** 2)
             assert 10 * np.log10(255**2 / mse) > 30.0, "PSNR in dB"
-        assert np.array_equal(frame.truth_mask, scene.class_mask)
-        assert frame.truth_detections == scene.detections
+        assert np.array_equal(frame.class_mask, scene.class_mask)
+        assert frame.detections == scene.detections
+    assert source.truth_errors == []
 
 
 def node_built_message(topic: str, scene, stamp_ns: int):
@@ -82,9 +88,9 @@ def node_built_message(topic: str, scene, stamp_ns: int):
     if topic == "/image/compressed":
         return bgr_to_compressed_msg(scene.frame.image, msg_header)
     if topic == "/ground_truth/segmentation":
-        return class_mask_to_image_msg(scene.class_mask, msg_header)
+        return class_mask_to_image_msg(scene.class_mask, msg_header, SIM_SPEC.num_seg_classes)
     if topic == "/ground_truth/detections":
-        return detections_to_msg(scene.detections, msg_header, ("person", "vehicle", "cone"))
+        return detections_to_msg(scene.detections, msg_header, SIM_SPEC.det_classes)
     info = camera_info_msg(scene.class_mask.shape[1], scene.class_mask.shape[0], 90.0)
     info.header = msg_header
     return info
@@ -121,13 +127,13 @@ FOREIGN = {
 @pytest.fixture(scope="module")
 def bgr8_reference(tmp_path_factory, geometry_model):
     path = record_simulation(tmp_path_factory.mktemp("bags") / "bgr8", 2, start_ns=START_NS, progress=False, **SMALL)
-    return bag_eval.evaluate_bag(path, geometry_model, progress=False)
+    return evaluate_bag(path, geometry_model)
 
 
 @pytest.mark.parametrize("case", FOREIGN)
 def test_foreign_encodings_evaluate_every_frame(tmp_path, geometry_model, bgr8_reference, case):
     path = record_simulation(tmp_path / "bag", 2, start_ns=START_NS, progress=False, **SMALL, **FOREIGN[case])
-    results = bag_eval.evaluate_bag(path, geometry_model, progress=False)
+    results = evaluate_bag(path, geometry_model)
     assert (results["frames"], results["evaluated"], results["decode_errors"]) == (2, 2, 0)
     assert results["latency_ms"]["total"]["count"] == 2
     if case in ("rgb8", "bgra8", "odd step"):  # lossless: the network sees exactly the bgr8 frames
@@ -138,9 +144,9 @@ def test_foreign_encodings_evaluate_every_frame(tmp_path, geometry_model, bgr8_r
 
 def test_a_1080p_frame_evaluates(tmp_path, geometry_model):
     path = record_simulation(tmp_path / "bag", 1, width=1920, height=1080, progress=False)
-    results = bag_eval.evaluate_bag(path, geometry_model, progress=False)
+    results = evaluate_bag(path, geometry_model)
     assert (results["frames"], results["evaluated"], results["decode_errors"]) == (1, 1, 0)
-    assert results["scored_frames"] == {"segmentation": 1, "detections": 1}
+    assert results["scored_frames"] == {"segmentation": 1, "detection": 1}
 
 
 def write_robot_bag(path, images, topic="/camera/color/image_raw"):
@@ -157,8 +163,8 @@ def test_a_bag_without_ground_truth_reports_latency_only(tmp_path, geometry_mode
     bgr = render_scene(VALIDATION_SEED, 0, **SMALL).frame.image
     images = [image_message(bgr_to_encoding(bgr, "rgb8"), "rgb8", header(0, "camera")) for _ in range(3)]
     path = write_robot_bag(tmp_path / "robot", images)  # unstamped camera: every header stamp is 0
-    results = bag_eval.evaluate_bag(path, geometry_model, progress=False)
-    assert results["bag"]["image_topic"] == "/camera/color/image_raw"
+    results = evaluate_bag(path, geometry_model)
+    assert results["source"] == "robot (/camera/color/image_raw)"
     assert (results["frames"], results["evaluated"], results["decode_errors"]) == (3, 3, 0)
     assert results["miou"] is None and results["map50"] is None
     assert results["latency_ms"]["total"]["count"] == 3
@@ -173,7 +179,7 @@ def test_frames_that_fail_to_decode_are_counted_and_listed(tmp_path, geometry_mo
     unknown = image_type(header=header(START_NS + 2, "camera"), height=good.height, width=good.width,
                          encoding="yuv422", is_bigendian=0, step=good.step, data=good.data)
     path = write_robot_bag(tmp_path / "bad", [good, short_step, unknown], topic="/image")
-    results = bag_eval.evaluate_bag(path, geometry_model, progress=False)
+    results = evaluate_bag(path, geometry_model)
     assert (results["frames"], results["evaluated"], results["decode_errors"]) == (3, 1, 2)
     assert [e["index"] for e in results["decode_error_examples"]] == [1, 2]
     assert "step" in results["decode_error_examples"][0]["error"]
@@ -194,14 +200,14 @@ def test_ground_truth_pairs_by_stamp_not_by_order(tmp_path):
             writer.write(image_conn, START_NS + 10 + index, store.serialize_cdr(msg, image_conn.msgtype))
         writer.write(image_conn, START_NS + 20, store.serialize_cdr(  # a fourth frame without ground truth
             image_message(scenes[0].frame.image, "bgr8", header(START_NS + 3, "cam")), image_conn.msgtype))
-    with ImageBag(tmp_path / "bag") as bag:
-        assert bag.image_topic == "/cam/image" and set(bag.truth_topics) == {"mask"}
-        frames = list(bag.frames())
+    source = BagSource(tmp_path / "bag", SIM_SPEC)
+    assert source.image_topic == "/cam/image" and set(source.truth_topics) == {"mask"}
+    frames = list(source)
     assert [f.stamp_ns - START_NS for f in frames] == [0, 1, 2, 3]
     for index in range(3):
-        assert np.array_equal(frames[index].truth_mask, scenes[index].class_mask)
-        assert frames[index].truth_detections is None
-    assert frames[3].truth_mask is None
+        assert np.array_equal(frames[index].class_mask, scenes[index].class_mask)
+        assert frames[index].detections is None
+    assert frames[3].class_mask is None and frames[3].tasks == frozenset()
 
 
 def test_boxes_found_exactly_score_map50_one(tmp_path):
@@ -212,7 +218,7 @@ def test_boxes_found_exactly_score_map50_one(tmp_path):
     model = make_geometry_model(tmp_path, boxes=boxes.tolist(), scores=[0.9] * len(boxes),
                                 classes=scene.detections.class_id.tolist())
     path = record_simulation(tmp_path / "bag", 1, progress=False)
-    results = bag_eval.evaluate_bag(path, model, progress=False)
+    results = evaluate_bag(path, model)
     assert results["map50"] == pytest.approx(1.0)
 
 
@@ -222,14 +228,59 @@ def test_record_and_evaluate_commands_write_bag_json_and_report(tmp_path, geomet
                         "--height", "240"]) == 0
     assert "wrote 3 frames" in capsys.readouterr().out
     report, metrics = tmp_path / "report", tmp_path / "metrics.json"
-    assert bag_eval.main(["--bag", str(bag), "--model", str(geometry_model), "--json", str(metrics),
-                          "--report", str(report), "--overlays", "2"]) == 0
+    assert cli(["evaluate", "--bag", str(bag), "--model", str(geometry_model), "--json", str(metrics),
+                "--report", str(report), "--overlays", "2"]) == 0
     results = json.loads(metrics.read_text())
-    assert {"frames", "decode_errors", "miou", "map50", "map50_95", "latency_ms"} <= set(results)
+    assert {"frames", "decode_errors", "truth_errors", "miou", "map50", "map50_95", "latency_ms"} <= set(results)
     assert results["frames"] == 3 and set(results["latency_ms"]) == {
         "decode", "preprocess", "infer", "postprocess_seg", "postprocess_det", "total"}
-    files = {"report.md", "confusion.png", "pr_curves.png", "latency_histogram.png", "overlay_1.png", "overlay_2.png"}
+    assert results["source_info"]["storage"] == "sqlite3" and results["threads"] == 2
+    assert json.loads((report / "evaluation.json").read_text()) == results
+    files = {"report.md", "evaluation.json", "confusion.png", "pr_curves.png", "latency_histogram.png",
+             "overlay_1.png", "overlay_2.png"}
     assert files == {f.name for f in report.iterdir()}
     text = (report / "report.md").read_text()
-    assert all(name in text for name in files - {"report.md"})
+    assert all(name in text for name in files - {"report.md", "evaluation.json"})
     assert set(results["by_size"]) == {"<8px", "8-16px", "16-32px", "32-64px", ">=64px"} and "| 8-16px |" in text
+
+
+def test_ground_truth_outside_the_spec_is_counted_not_fatal(tmp_path, geometry_model):
+    """A box named outside the model's classes, a mask id beyond them: counted per frame, the frame still runs."""
+    store = jazzy_typestore()
+    scene = render_scene(VALIDATION_SEED, 0, **SMALL)
+    mask = scene.class_mask.copy()
+    mask[0, :4] = 255  # unlabelled pixels: the ignore label is fine
+    bad_mask = scene.class_mask.copy()
+    bad_mask[0, 0] = len(SIM_SPEC.seg_classes)
+    truth = [(mask, detections_message(scene.detections, header(START_NS, "camera"), ("forklift",) * 3)),
+             (bad_mask, detections_message(scene.detections, header(START_NS + 1, "camera"), SIM_SPEC.det_classes))]
+    with Writer(tmp_path / "bag", version=9) as writer:
+        conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in (
+            ("/image", "sensor_msgs/msg/Image"), ("/ground_truth/segmentation", "sensor_msgs/msg/Image"),
+            ("/ground_truth/detections", "vision_msgs/msg/Detection2DArray"))}
+        for index, (class_mask, dets) in enumerate(truth):
+            stamp = header(START_NS + index, "camera")
+            for topic, msg in (("/image", image_message(scene.frame.image, "bgr8", stamp)),
+                               ("/ground_truth/segmentation", image_message(class_mask, "mono8", stamp)),
+                               ("/ground_truth/detections", dets)):
+                writer.write(conns[topic], START_NS + index, store.serialize_cdr(msg, conns[topic].msgtype))
+    results = evaluate_bag(tmp_path / "bag", geometry_model)
+    assert (results["frames"], results["evaluated"], results["truth_errors"]) == (2, 2, 2)
+    assert results["scored_frames"] == {"segmentation": 1, "detection": 1}
+    first, second = results["truth_error_examples"]
+    assert first["key"] == "bag/0" and "forklift" in first["error"] and "detections" in first["error"]
+    assert second["key"] == "bag/1" and "segmentation" in second["error"]
+
+
+def test_a_spec_without_detection_classes_leaves_the_detection_topic_unread(tmp_path):
+    path = record_simulation(tmp_path / "bag", 1, start_ns=START_NS, progress=False, **SMALL)
+    source = BagSource(path, SIM_SPEC.relabeled(SIM_SPEC.seg_classes, ()))
+    assert set(source.truth_topics) == {"mask"}
+    (sample,) = list(source)
+    assert sample.tasks == {"segmentation"} and source.truth_errors == []
+
+
+def test_reading_part_of_a_bag(tmp_path, geometry_model):
+    path = record_simulation(tmp_path / "bag", 3, start_ns=START_NS, progress=False, **SMALL)
+    results = evaluate_bag(path, geometry_model, count=2)
+    assert results["frames"] == 2 and results["latency_ms"]["total"]["count"] == 2

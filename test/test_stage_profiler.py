@@ -6,8 +6,8 @@ import pytest
 
 from graph_utils import NodeProcess
 from model_fixtures import make_geometry_model
-from perception_core.evaluation.bags import record_simulation
-from perception_core.pipeline.pipeline import STAGES
+from perception_core.evaluation.record import record_simulation
+from perception_core.pipeline.pipeline import STAGES, TOTAL
 
 pytestmark = pytest.mark.ros
 PROFILER = "perception_nodes.stage_profiler_node"
@@ -34,11 +34,16 @@ def test_offline_sources(tmp_path, model, source):
         params.append(f"bag:={tmp_path / 'bag'}")
     code, output = NodeProcess(PROFILER, *params).run_to_exit()
     assert code == 0, output
-    results = read_report(tmp_path)["results"]
+    report = read_report(tmp_path)
+    results = report["results"]
     assert set(results) == {"geometry", "geometry+geometry"}
-    assert set(results["geometry"]) == {*STAGES, "total"}
+    assert set(results["geometry"]) == {*STAGES, TOTAL}
     assert results["geometry"]["infer"]["count"] == 8  # 4 frames x 2 repeats, identical for each configuration
     assert "geometry+geometry" in output and "p50 ms" in output
+    # the same frames scored by the evaluation path: both configurations run the same model
+    accuracy = report["accuracy"]
+    assert accuracy["geometry"]["scored_frames"] == {"segmentation": 4, "detection": 4}
+    assert accuracy["geometry"]["miou"] == accuracy["geometry+geometry"]["miou"] > 0
 
 
 def test_live_capture_from_the_camera(tmp_path, model):
@@ -46,5 +51,6 @@ def test_live_capture_from_the_camera(tmp_path, model):
         code, output = NodeProcess(PROFILER, f"configurations:=[{model}]", "source:=live", "frames:=3",
                                    "repeats:=1", "warmup:=0", f"out_dir:={tmp_path}").run_to_exit(timeout=90)
     assert code == 0, output
-    assert read_report(tmp_path)["results"]["geometry"]["decode"]["count"] == 3
+    report = read_report(tmp_path)
+    assert report["results"]["geometry"]["decode"]["count"] == 3 and report["accuracy"] == {}
     assert "captured from /image" in (tmp_path / "stage_timings.json").read_text()

@@ -41,12 +41,10 @@ class LatencyWindow:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._arrivals: deque[float] = deque(maxlen=capacity)
         self._latencies: deque[float] = deque(maxlen=capacity)
-        self.total = 0
 
     def update(self, arrival_s: float, latency_ms: float) -> LatencyWindow:
         self._arrivals.append(arrival_s)
         self._latencies.append(latency_ms)
-        self.total += 1
         return self
 
     def reset(self) -> None:

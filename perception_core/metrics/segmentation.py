@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -56,14 +56,19 @@ class SegmentationMetric:
             self.confusion += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
         return self
 
-    def compute(self, present_only: Optional[bool] = True) -> SegmentationResult:
+    def compute(self) -> SegmentationResult:
         """IoU per class; mIoU averages the classes present in ground truth or prediction."""
         cm = self.confusion
-        tp = np.diag(cm).astype(np.float64)
-        union = cm.sum(0) + cm.sum(1) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-        miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+        iou, miou = iou_of(cm)
         total = cm.sum()
-        return SegmentationResult(cm.copy(), iou, miou, float(tp.sum() / total) if total else float("nan"),
+        return SegmentationResult(cm.copy(), iou, miou, float(np.trace(cm) / total) if total else float("nan"),
                                   self.class_names)
+
+
+def iou_of(confusion: np.ndarray) -> tuple[np.ndarray, float]:
+    """IoU per class (NaN where a class is absent from both sides) and their mean, from a confusion matrix."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    return iou, float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")

@@ -2,6 +2,10 @@
 
 It runs one model (the multitask network) or several on the same batch (the separate-model
 baseline: seg_only then det_only) and times every stage with a StageTimer.
+
+Detections: the pipeline returns every peak down to ``score_threshold``, the lowest score any of
+its callers asks for (the node's publishing threshold; 0.01 for mAP), at most ``max_detections``.
+A caller that shows fewer (an overlay) filters the result itself.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Optional, Union
 import numpy as np
 
 from perception_core.codec import EncodedImage
+from perception_core.datasets.spec import DatasetSpec
 from perception_core.engines import load_engine
 from perception_core.engines.base import Engine
 from perception_core.model_spec import ModelSpec
@@ -23,6 +28,7 @@ from perception_core.pipeline.timing import StageTimer
 from perception_core.types import Detections
 
 STAGES = ("decode", "preprocess", "infer", "postprocess_seg", "postprocess_det")
+TOTAL = "total"  # the per-frame sum of STAGES, reported beside them
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,12 @@ class Pipeline:
         self.timer = StageTimer(STAGES, timer_capacity)
         specs = [spec for _, spec in models]
         seg_spec = next((s for s in specs if "class_map" in s.outputs), specs[0])
+        det_spec = next((s for s in specs if "boxes" in s.outputs), specs[0])
         self.seg_classes = seg_spec.seg_classes if "class_map" in seg_spec.outputs else ()
         self.seg_colors_bgr = seg_spec.seg_colors_bgr
-        self.det_classes = next((s.det_classes for s in specs if "boxes" in s.outputs), ())
+        self.det_classes = det_spec.det_classes if "boxes" in det_spec.outputs else ()
+        # The label set of the models' sidecars (a bag read for this pipeline is labelled in it).
+        self.spec = DatasetSpec.from_dict({**seg_spec.raw, "det_classes": det_spec.det_classes})
 
     @classmethod
     def from_model_files(cls, paths: Sequence[Union[str, Path]], *, engine: str = "onnxruntime", threads: int = 2,

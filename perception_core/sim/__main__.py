@@ -12,24 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception_core.sim.classes import SIM_SPEC
 from perception_core.sim.scene import TRAIN_SEED, render_scene
-from perception_core.types import DET_CLASSES, SEG_CLASSES, SEG_COLORS_BGR, LabeledFrame
-
-
-def colorize(class_mask: np.ndarray) -> np.ndarray:
-    return np.asarray(SEG_COLORS_BGR, np.uint8)[class_mask]
-
-
-def draw_boxes(image: np.ndarray, xyxy: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
-    canvas = image.copy()
-    thickness = max(1, canvas.shape[0] // 400)
-    for (x1, y1, x2, y2), class_id in zip(np.round(xyxy).astype(int), class_ids, strict=True):
-        color = SEG_COLORS_BGR[SEG_CLASSES.index(DET_CLASSES[class_id])]
-        # x2/y2 are exclusive edges: the last covered pixel is x2 - 1.
-        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), color, thickness)
-        cv2.putText(canvas, DET_CLASSES[class_id], (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.35 * thickness, color, thickness, cv2.LINE_AA)
-    return canvas
+from perception_core.types import Detections, LabeledFrame
+from perception_core.visualize import draw_overlay
 
 
 def sample_panel(sample: LabeledFrame, scale: float = 1.0) -> np.ndarray:
@@ -38,8 +24,11 @@ def sample_panel(sample: LabeledFrame, scale: float = 1.0) -> np.ndarray:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = cv2.resize(sample.frame.image, size, interpolation=cv2.INTER_AREA)
     mask = cv2.resize(sample.class_mask, size, interpolation=cv2.INTER_NEAREST)
-    boxes = draw_boxes(image, sample.detections.xyxy * np.float32(size[0] / width), sample.detections.class_id)
-    return np.hstack([image, colorize(mask), boxes])
+    truth = sample.detections
+    boxes = Detections(truth.xyxy * np.float32(size[0] / width), truth.class_id, truth.score)
+    colors, names = SIM_SPEC.seg_colors_bgr, SIM_SPEC.det_classes
+    return np.hstack([image, draw_overlay(image, mask, None, colors, names, alpha=1.0),
+                      draw_overlay(image, None, boxes, colors, names)])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from perception_core.plotting import pyplot, save
+
 
 def read_history(run_dir) -> dict[str, list[float]]:
     """Columns of ``history.csv``; a step logged twice (a resumed run) keeps its last value."""
@@ -36,11 +38,7 @@ def run_history(run_dir) -> tuple[dict[str, list[float]], list[int]]:
 
 
 def plot_histories(run_dirs: Sequence[str], out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for run in run_dirs:
         h, starts = run_history(run)
@@ -60,10 +58,7 @@ def plot_histories(run_dirs: Sequence[str], out: str) -> None:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
-        ax.grid(alpha=0.3)
+        ax.grid()
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save(fig, out)
