@@ -253,3 +253,7 @@ def main(argv=None) -> int:
     print((args.out / "results.md").read_text())
     print(f"[bench] wrote {args.out}/results.json, results.md, bench.png in {results['seconds']:.0f} s")
     return 1 if results["node"]["process_failures"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
