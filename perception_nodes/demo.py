@@ -13,17 +13,10 @@ import os
 import time
 from pathlib import Path
 
-import cv2
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile
-from sensor_msgs.msg import Image
-
 from perception_core.pipeline.pipeline import STAGES
 from perception_core.resources import package_file
-from perception_nodes.conversions import image_msg_to_bgr
-from perception_nodes.processes import start_node, stop_nodes
+from perception_nodes.observer import GraphObserver
+from perception_nodes.processes import NodeProcess, stop_nodes
 from perception_nodes.ros_env import local_graph_env
 
 # name -> (module, parameter file): the executables and YAML files of launch/simulation.launch.xml
@@ -35,36 +28,9 @@ NODES = {
 }
 
 
-class Observer:
-    """Collects the latest /diagnostics status per name and saves a few overlay images."""
-
-    def __init__(self, context, out_dir: Path, overlays: int) -> None:
-        self.node = rclpy.create_node("demo_observer", context=context)
-        self.status: dict[str, dict[str, str]] = {}
-        self.out_dir, self.overlays_wanted, self.saved = out_dir, overlays, []
-        self.last_saved = 0.0
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
-        self.overlay_sub = self.node.create_subscription(Image, "overlay", self.on_overlay, QoSProfile(depth=2))
-
-    def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            self.status[status.name] = {kv.key: kv.value for kv in status.values}
-
-    def on_overlay(self, msg: Image) -> None:
-        if len(self.saved) < self.overlays_wanted and time.monotonic() - self.last_saved > 3.0:
-            path = self.out_dir / f"overlay_{len(self.saved)}.png"
-            cv2.imwrite(str(path), image_msg_to_bgr(msg))
-            self.saved.append(path)
-            self.last_saved = time.monotonic()
-            if len(self.saved) == self.overlays_wanted:  # stop the node drawing overlays for us
-                self.node.destroy_subscription(self.overlay_sub)
-
-    def find(self, prefix: str) -> dict[str, str]:
-        return next((v for k, v in self.status.items() if k.lstrip("/").startswith(prefix)), {})
-
-
-def print_report(observer: Observer) -> bool:
-    node, monitor, evaluator = (observer.find(p) for p in ("multitask_perception:", "latency_monitor:", "evaluator:"))
+def print_report(observer: GraphObserver) -> bool:
+    node, monitor, evaluator = (observer.status(name) for name in ("multitask_perception", "latency_monitor",
+                                                                    "evaluator"))
     print("\n=== multitask_perception demo: 640x480 synthetic camera, one shared-backbone network ===")
     if not node:
         print("no diagnostics from the perception node")
@@ -104,21 +70,18 @@ def main(argv=None) -> int:
     os.environ.update(graph_env)
     print(f"[demo] private ROS graph: domain {graph_env['ROS_DOMAIN_ID']}, LOCALHOST discovery, "
           f"Fast DDS profile {graph_env['FASTRTPS_DEFAULT_PROFILES_FILE']}", flush=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    observer = Observer(context, args.out, overlays=3)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(observer.node)
+    observer = GraphObserver("demo_observer")
+    observer.save_overlays(args.out, count=3)
     params = {"camera": [f"rate:={args.rate}"], "perception": [f"model:={args.model}"] if args.model else []}
-    nodes = {name: start_node(module, params.get(name, []), dict(os.environ), prefix=name,
-                              params_file=str(package_file("config", yaml_file)))
+    nodes = {name: NodeProcess(module, *params.get(name, []), params_file=package_file("config", yaml_file),
+                               env=os.environ, echo=name).start()
              for name, (module, yaml_file) in NODES.items()}
     failures, deadline = [], None
     try:
         start = time.monotonic()
         while True:
-            executor.spin_once(timeout_sec=0.1)
-            if deadline is None and int(observer.find("multitask_perception:").get("processed", "0")) > 0:
+            observer.spin_for(0.1)
+            if deadline is None and observer.counter("processed") > 0:
                 deadline = time.monotonic() + args.seconds
                 print(f"[demo] first outputs after {time.monotonic() - start:.1f} s; running {args.seconds:g} s",
                       flush=True)
@@ -136,9 +99,7 @@ def main(argv=None) -> int:
         ok = False
     finally:
         failures += stop_nodes(nodes)
-        executor.shutdown()
-        observer.node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        observer.close()
     for failure in failures:
         print(f"[demo] FAILED: {failure}")
     return 0 if ok and not failures else 1

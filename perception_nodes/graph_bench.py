@@ -14,23 +14,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from vision_msgs.msg import Detection2DArray
 
 from perception_core import bench
 from perception_core.datasets.simulator import SimulatorSource
 from perception_core.metrics.latency import summarize_ms
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.profiling import camera_payloads, profile_stages
-from perception_nodes.conversions import stamp_ns_from_cdr
-from perception_nodes.processes import start_node, stop_nodes
+from perception_nodes.observer import GraphObserver
+from perception_nodes.processes import NodeProcess, stop_nodes
 from perception_nodes.ros_env import local_graph_env
 
 PRE_POST = ("decode", "preprocess", "postprocess_seg", "postprocess_det")
-NODE_STATUS = "multitask_perception: pipeline"
 
 
 def rss_mib(pid: int) -> float:
@@ -40,66 +34,17 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-class Observer:
-    """Receives the node's detections (raw CDR, stamp only) and its /diagnostics."""
-
-    def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("graph_bench", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.latencies_ms: list[float] = []  # every watched topic
-        self.per_topic: dict[str, list[float]] = {}
-        self.status: dict[str, str] = {}
-        self.statuses: dict[str, dict[str, str]] = {}  # by status name: one per node when several run
-        self.watch("detections")
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
-
-    def watch(self, topic: str) -> None:
-        """Record camera stamp -> arrival latency of every message on ``topic`` (a Detection2DArray)."""
-        samples = self.per_topic.setdefault(topic, [])
-
-        def on_output(serialized: bytes) -> None:
-            latency = (time.time_ns() - stamp_ns_from_cdr(serialized)) / 1e6
-            samples.append(latency)
-            self.latencies_ms.append(latency)
-
-        self.node.create_subscription(Detection2DArray, topic, on_output,
-                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT), raw=True)
-
-    def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith(NODE_STATUS):
-                self.status = self.statuses[status.name] = {kv.key: kv.value for kv in status.values}
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def spin_until(self, condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not condition():
-            self.executor.spin_once(timeout_sec=0.02)
-        return condition()
-
-    def counter(self, key: str) -> int:
-        return int(self.status.get(key, 0))
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
 def camera(rate: float, width: int = 640, height: int = 480, namespace: str = "") -> dict:
-    return {f"camera{namespace}": start_node("perception_nodes.synthetic_camera_node",
-                                             [f"rate:={rate}", f"width:={width}", f"height:={height}",
-                                              "loop_frames:=20"], namespace=namespace)}
+    return {f"camera{namespace}": NodeProcess("perception_nodes.synthetic_camera_node", f"rate:={rate}",
+                                              f"width:={width}", f"height:={height}", "loop_frames:=20",
+                                              namespace=namespace).start()}
 
 
-def measure_run(observer: Observer, seconds: float) -> dict:
+def perception(params: list[str], namespace: str = "") -> NodeProcess:
+    return NodeProcess("perception_nodes.multitask_node", *params, namespace=namespace).start()
+
+
+def measure_run(observer: GraphObserver, seconds: float) -> dict:
     """Latency and drops over ``seconds`` of an already-running camera -> node graph."""
     observer.latencies_ms.clear()
     dropped0, processed0 = observer.counter("dropped"), observer.counter("processed")
@@ -115,11 +60,11 @@ def stage_p50(status: dict[str, str], stage: str) -> float:
     return float(status.get(f"{stage}_p50_ms", "nan"))
 
 
-def run_multicamera(observer: Observer, model: str, threads: int, seconds: float, rate: float) -> dict:
+def run_multicamera(observer: GraphObserver, model: str, threads: int, seconds: float, rate: float) -> dict:
     """Two cameras served by one node (one engine) vs by two nodes (two engines): memory and latency."""
     cameras = ("/cam0", "/cam1")
     for cam in cameras:
-        observer.watch(f"{cam}/detections")
+        observer.watch_latency(f"{cam}/detections")
     node_params = [f"model:={model}", f"threads:={threads}"]
     results: dict = {"camera_rate": rate, "threads_per_node": threads}
     for layout in ("one_node", "two_nodes"):
@@ -128,12 +73,10 @@ def run_multicamera(observer: Observer, model: str, threads: int, seconds: float
             for cam in cameras:
                 processes.update(camera(rate, namespace=cam))
             if layout == "one_node":
-                processes["node"] = start_node("perception_nodes.multitask_node",
-                                               node_params + ["cameras:=[cam0, cam1]"])
+                processes["node"] = perception(node_params + ["cameras:=[cam0, cam1]"])
             else:
                 for cam in cameras:
-                    processes[f"node{cam}"] = start_node("perception_nodes.multitask_node", node_params,
-                                                         namespace=cam)
+                    processes[f"node{cam}"] = perception(node_params, namespace=cam)
             observer.spin_until(lambda: all(observer.per_topic[f"{c}/detections"] for c in cameras), timeout=90)
             observer.spin_for(2.0)
             for cam in cameras:
@@ -164,7 +107,8 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
     engine_p50 = profile_stages(bare, camera_payloads(SimulatorSource("validation", 40)), warmup=5,
                                 repeats=2)["infer"].p50_ms
     del bare
-    observer = Observer()
+    observer = GraphObserver("graph_bench")
+    observer.watch_latency("detections")
     node_params = [f"model:={model}", f"threads:={threads}", "diagnostics_period:=1.0"]
     results: dict = {"engine_infer_p50_ms": engine_p50}
     processes: dict = {}
@@ -174,12 +118,12 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
         processes.update(camera(30.0))
         observer.spin_for(3.0)
         started = time.monotonic()
-        processes["node"] = start_node("perception_nodes.multitask_node", node_params)
+        processes["node"] = perception(node_params)
         observer.spin_until(lambda: observer.latencies_ms, timeout=60)
         results["first_output_s"] = time.monotonic() - started
         observer.spin_for(2.0)
         steady = measure_run(observer, seconds)
-        status = dict(observer.status)
+        status = dict(observer.status())
         results["steady_30fps"] = steady
         results["node_total_p50_ms"] = stage_p50(status, "total")
         results["overhead_ratio"] = results["node_total_p50_ms"] / engine_p50
@@ -220,12 +164,12 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
         # percentiles hold 1080p frames only)
         failures += stop_nodes(processes)
         processes = camera(15.0, 1920, 1080)
-        processes["node"] = start_node("perception_nodes.multitask_node", node_params)
-        observer.status = {}
+        processes["node"] = perception(node_params)
+        observer.statuses.clear()
         observer.spin_until(lambda: observer.counter("processed") > 0, timeout=60)
         observer.spin_for(4.0)
         measure_run(observer, max(4.0, seconds / 2))
-        results["pre_post_ms_1080p"] = sum(stage_p50(observer.status, s) for s in PRE_POST)
+        results["pre_post_ms_1080p"] = sum(stage_p50(observer.status(), s) for s in PRE_POST)
         failures += stop_nodes(processes)
         processes.clear()
         results["multicamera"] = run_multicamera(observer, model, threads, seconds, rate=15.0)

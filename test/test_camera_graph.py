@@ -11,23 +11,21 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
 
-from graph_utils import NodeProcess, spin_until
+from graph_utils import spin_until
 from perception_core.sim import render_scene
-from perception_core.types import DET_CLASSES
+from perception_core.sim.classes import SIM_SPEC
 from perception_nodes.conversions import (
     compressed_msg_to_bgr,
     detections_from_msg,
     image_msg_to_array,
     image_msg_to_bgr,
+    stamp_to_ns,
 )
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
 SEED = 7
 LOOP = 4
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 @pytest.mark.parametrize("width,height", [(640, 480), (1920, 1080)], ids=["640x480", "1080p"])
@@ -37,14 +35,14 @@ def test_frames_and_ground_truth_cross_processes(ros_peer, width, height, record
     latencies_ms = []
 
     def on_image(msg):
-        latencies_ms.append((time.time_ns() - stamp_ns(msg.header)) / 1e6)
-        images[stamp_ns(msg.header)] = image_msg_to_array(msg)
+        latencies_ms.append((time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6)
+        images[stamp_to_ns(msg.header.stamp)] = image_msg_to_array(msg)
 
     node.create_subscription(Image, "image", on_image, qos_profile_sensor_data)
-    node.create_subscription(CameraInfo, "camera_info", lambda m: infos.add(stamp_ns(m.header)),
+    node.create_subscription(CameraInfo, "camera_info", lambda m: infos.add(stamp_to_ns(m.header.stamp)),
                              qos_profile_sensor_data)
     node.create_subscription(Detection2DArray, "ground_truth/detections",
-                             lambda m: gt.__setitem__(stamp_ns(m.header), m), QoSProfile(depth=10))
+                             lambda m: gt.__setitem__(stamp_to_ns(m.header.stamp), m), QoSProfile(depth=10))
     camera = NodeProcess("perception_nodes.synthetic_camera_node", f"width:={width}", f"height:={height}",
                          "rate:=30.0", f"loop_frames:={LOOP}", f"seed:={SEED}")
     with camera:
@@ -54,7 +52,7 @@ def test_frames_and_ground_truth_cross_processes(ros_peer, width, height, record
         spin_until(executor, lambda: time.monotonic() - started > 4.0, timeout=5.0)
         window_s = time.monotonic() - started
         received, sent = set(images), set(infos)
-    assert camera.process.returncode == 0, camera.output
+    assert camera.poll() == 0, camera.output
 
     # Frames published while the subscriber was listening (camera_info is tiny and always arrives).
     assert received, "no frames arrived in the measurement window"
@@ -74,7 +72,7 @@ def test_frames_and_ground_truth_cross_processes(ros_peer, width, height, record
     for stamp in gt.keys() & images.keys():
         index = next((i for i, s in enumerate(scenes) if np.array_equal(images[stamp], s.frame.image)), None)
         assert index is not None, "a received frame matches no rendered scene"
-        dets = detections_from_msg(gt[stamp], DET_CLASSES)
+        dets = detections_from_msg(gt[stamp], SIM_SPEC.det_classes)  # the camera films the simulator
         expected = scenes[index].detections
         assert np.allclose(dets.xyxy, expected.xyxy, atol=1e-3), "ground truth boxes changed in transit"
         assert np.array_equal(dets.class_id, expected.class_id)

@@ -18,13 +18,14 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from graph_utils import NodeProcess, get_remote_params, set_remote_params, spin_until
+from graph_utils import get_remote_params, set_remote_params, spin_until
 from model_fixtures import make_geometry_model
 from perception_nodes.conversions import array_to_image_msg, ns_to_stamp, stamp_to_ns
 from perception_nodes.evaluator_node import Evaluator
 from perception_nodes.latency_monitor_node import LatencyMonitor
 from perception_nodes.multitask_node import MultitaskNodeParams
 from perception_nodes.params import live_fields
+from perception_nodes.processes import NodeProcess
 from perception_nodes.synthetic_camera_node import SyntheticCamera
 
 pytestmark = pytest.mark.ros
@@ -79,7 +80,7 @@ def test_ros2_param_set_reaches_the_next_frame_and_refusals_keep_the_old_value(r
         assert get_remote_params(node, executor, TARGET, "score_threshold", "threads", "max_detections") == {
             "score_threshold": pytest.approx(0.1), "threads": 2, "max_detections": 1}
         assert detections_of_next_frame(4) == 1
-        assert process.process.poll() is None, "the node died"
+        assert process.poll() is None, "the node died"
 
 
 @pytest.mark.parametrize("node_cls,timer,name,value,seconds", [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,22 +13,23 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
-from graph_utils import NodeProcess, spin_until
+from graph_utils import spin_until
 from model_fixtures import make_geometry_model
 from perception_core.codec import encode_compressed
 from perception_core.metrics.segmentation import SegmentationMetric
+from perception_core.model_spec import ModelSpec
+from perception_core.resources import package_file
 from perception_core.sim import VALIDATION_SEED, render_scene
-from perception_core.types import SEG_CLASSES
 from perception_nodes.conversions import (
     array_to_image_msg,
     image_msg_to_class_mask,
     ns_to_stamp,
     stamp_to_ns,
 )
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
 NODE = "perception_nodes.multitask_node"
-CONFIG = Path(__file__).resolve().parents[1] / "config"  # the launch files' parameter files
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +46,27 @@ def test_camera_to_node_to_subscriber_with_the_bundled_model(ros_peer):
     # the camera's reliable ground-truth topic carries every frame's stamp
     node.create_subscription(Detection2DArray, "ground_truth/detections",
                              lambda m: camera_stamps.add(stamp_to_ns(m.header.stamp)), QoSProfile(depth=50))
-    with NodeProcess(NODE, params_file=CONFIG / "multitask_node.param.yaml"), NodeProcess(
+    # the launch files' parameter files
+    with NodeProcess(NODE, params_file=package_file("config", "multitask_node.param.yaml")), NodeProcess(
             "perception_nodes.synthetic_camera_node", "rate:=10.0", "loop_frames:=3",
-            params_file=CONFIG / "synthetic_camera.param.yaml"):
+            params_file=package_file("config", "synthetic_camera.param.yaml")):
         assert spin_until(executor, lambda: len(dets) >= 10 and len(masks) >= 10, timeout=90), "no outputs"
         # (frames published before this subscription matched the camera are not checked)
         checked = lambda: {s for s in set(dets) | set(masks) if s >= min(camera_stamps, default=0)}  # noqa: E731
         stamps_match = spin_until(executor, lambda: camera_stamps and checked() <= camera_stamps, timeout=10)
     assert stamps_match, "output stamps must be camera stamps"
-    metric = SegmentationMetric(SEG_CLASSES)
+    model = ModelSpec.load(package_file("models", "multitask.onnx"))  # the default model's classes
+    metric = SegmentationMetric(model.seg_classes)
     truths = [render_scene(VALIDATION_SEED, i).class_mask for i in range(3)]  # the camera's default seed
     for msg in masks.values():
-        mask = image_msg_to_class_mask(msg)
+        mask = image_msg_to_class_mask(msg, len(model.seg_classes))
         assert mask.shape == (480, 640) and msg.header.frame_id == "camera"
         best = max(truths, key=lambda t: np.mean(t == mask))  # the scene this frame showed
         metric.update(mask, best)
     assert metric.compute().miou > 0.5
     assert any(len(m.detections) for m in dets.values())
     names = {d.results[0].hypothesis.class_id for m in dets.values() for d in m.detections}
-    assert names <= {"person", "vehicle", "cone"}
+    assert names <= set(model.det_classes)
 
 
 def raw_frame(encoding="bgr8", width=64, height=48, step=None, data=None, bigendian=False) -> Image:
@@ -128,7 +130,7 @@ def test_malformed_frames_are_counted_and_the_next_good_frame_is_processed(ros_p
         good.header = Header(stamp=ns_to_stamp(999), frame_id="cam")
         pub.publish(good)
         assert spin_until(executor, lambda: any(stamp_to_ns(o.header.stamp) == 999 for o in outputs), timeout=20)
-        assert process.process.poll() is None, "the node died"
+        assert process.poll() is None, "the node died"
     assert diagnostics_value(statuses, "malformed") == len(bad)
     assert "step" in json.dumps(statuses) or transport == "compressed"
 

@@ -7,8 +7,8 @@ import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
-from graph_utils import NodeProcess
 from perception_nodes.params import ParameterError, declare_params
+from perception_nodes.processes import NodeProcess
 from perception_nodes.synthetic_camera_node import SyntheticCameraParams
 
 

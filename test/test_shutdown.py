@@ -11,15 +11,15 @@ import os
 import signal
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 from vision_msgs.msg import Detection2DArray
 
-from graph_utils import NodeProcess, spin_until
+from graph_utils import spin_until
+from perception_core.resources import package_file
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
-CONFIG = Path(__file__).resolve().parents[1] / "config"
 # the nodes of launch/simulation.launch.xml, with their parameter files
 GRAPH = [
     ("perception_nodes.multitask_node", "multitask_node.param.yaml"),
@@ -31,13 +31,12 @@ CRASH_SIGNS = ("Traceback", "terminate called", "Segmentation fault", "KeyboardI
 
 
 def send(processes: list[NodeProcess], how: str) -> None:
-    group = processes[0].process.pid
+    group = processes[0].pid
     if how == "terminal ctrl-c under launch":  # the group, then launch's own SIGINT to each child
         os.killpg(group, signal.SIGINT)
         time.sleep(0.1)
         for p in processes:
-            if p.process.poll() is None:
-                p.process.send_signal(signal.SIGINT)
+            p.interrupt()
     elif how == "two ctrl-c at once":
         os.killpg(group, signal.SIGINT)
         os.killpg(group, signal.SIGINT)
@@ -53,10 +52,10 @@ def test_every_node_exits_cleanly(ros_peer, how):
     with ExitStack() as stack:
         processes = []
         for module, params_file in GRAPH:
-            group = processes[0].process.pid if processes else 0  # one process group, as launch's children
+            group = processes[0].pid if processes else 0  # one process group, as launch's children
             extra = ("loop_frames:=3",) if "camera" in module else ()
-            processes.append(stack.enter_context(NodeProcess(module, *extra, params_file=CONFIG / params_file,
-                                                             process_group=group)))
+            processes.append(stack.enter_context(NodeProcess(
+                module, *extra, params_file=package_file("config", params_file), process_group=group)))
         assert spin_until(executor, lambda: len(answers) >= 3, timeout=90), "the graph never answered"
         send(processes, how)
         codes = [p.stop(timeout=20) for p in processes]  # stop() only waits: they are already stopping
