@@ -30,7 +30,8 @@ def cmd_train(args) -> int:
     out = train(task=args.task, steps=args.steps, batch=args.batch, out=args.out, resume=args.resume, seed=args.seed,
                 image_hw=args.image_size, crop_hw=args.crop, frames=args.frames, lr=args.lr, balance=args.balance,
                 seg_weight=args.seg_weight, det_weight=args.det_weight, checkpoint_every=args.checkpoint_every,
-                threads=args.threads, model_kwargs={"det_stride": args.det_stride}, init_from=args.init_from)
+                threads=args.threads, init_from=args.init_from,
+                model_kwargs={} if args.det_stride is None else {"det_stride": args.det_stride})
     print(f"trained {args.task}: {out}")
     return 0
 
@@ -115,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segmentation loss weight (--balance fixed) or priority (--balance uncertainty)")
     p.add_argument("--det-weight", type=float, default=1.0,
                    help="detection loss weight (--balance fixed) or priority (--balance uncertainty)")
-    p.add_argument("--det-stride", type=int, choices=(4, 8), default=4,
-                   help="detection head stride; 4 fuses the stride-4 features for small objects")
+    p.add_argument("--det-stride", type=int, choices=(4, 8),
+                   help="detection head stride (default: the model's, 4); 4 fuses the stride-4 features for small "
+                        "objects")
     p.add_argument("--init-from", help="warm start from this run directory (layers matching by name and shape)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)

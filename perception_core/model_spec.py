@@ -2,7 +2,9 @@
 
 Every model file ``X`` (``multitask.onnx``, ``multitask.tflite``) has its sidecar ``X.json``. Loading
 validates it and the model file's sha256, so a missing, corrupt or mismatched file fails at start-up
-with a message that names the file, not at the first frame.
+with a message that names the file, not at the first frame. The sidecar carries the label set the
+model was trained on (a DatasetSpec); sidecars written before it named its dataset and ignore label
+read as dataset "" and ignore label 255.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
+
+from perception_core.datasets.spec import DatasetSpec
 
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -49,9 +53,7 @@ class ModelSpec:
     input_name: str
     input_shape: tuple[int, ...]  # (1, H, W, 3)
     outputs: dict[str, dict[str, Any]]
-    seg_classes: tuple[str, ...]
-    det_classes: tuple[str, ...]
-    seg_colors_bgr: tuple[tuple[int, int, int], ...]
+    dataset: DatasetSpec  # the label set the model was trained on
     stride: int
     top_k: int
     raw: dict[str, Any] = field(repr=False, compare=False)
@@ -59,6 +61,18 @@ class ModelSpec:
     @property
     def input_hw(self) -> tuple[int, int]:
         return self.input_shape[1], self.input_shape[2]
+
+    @property
+    def seg_classes(self) -> tuple[str, ...]:
+        return self.dataset.seg_classes
+
+    @property
+    def det_classes(self) -> tuple[str, ...]:
+        return self.dataset.det_classes
+
+    @property
+    def seg_colors_bgr(self) -> tuple[tuple[int, int, int], ...]:
+        return self.dataset.seg_colors_bgr
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -106,17 +120,17 @@ class ModelSpec:
         if not isinstance(outputs, dict) or not outputs or not set(outputs) <= {"class_map", "boxes", "scores",
                                                                                  "classes"}:
             raise fail(f"outputs must name some of class_map/boxes/scores/classes, got {outputs!r}")
-        colors = tuple(tuple(int(v) for v in c) for c in raw["seg_colors_bgr"])
-        if len(colors) != len(raw["seg_classes"]) or any(len(c) != 3 for c in colors):
-            raise fail("seg_colors_bgr needs one BGR triple per segmentation class")
+        try:
+            dataset = DatasetSpec.from_dict(raw)
+        except (TypeError, ValueError) as err:
+            raise fail(f"classes: {err}") from err
         sha = str(raw["sha256"])
         if len(sha) != 64:
             raise fail(f"sha256 must be 64 hex digits, got {sha!r}")
         return cls(name=str(raw["name"]), variant=str(raw["variant"]), model_path=json_path.parent / raw["model_file"],
                    sha256=sha, precision=raw["precision"], input_name=str(inp.get("name", "image")),
-                   input_shape=tuple(int(v) for v in shape), outputs=outputs,
-                   seg_classes=tuple(raw["seg_classes"]), det_classes=tuple(raw["det_classes"]),
-                   seg_colors_bgr=colors, stride=int(raw["stride"]), top_k=int(raw["top_k"]), raw=raw)
+                   input_shape=tuple(int(v) for v in shape), outputs=outputs, dataset=dataset,
+                   stride=int(raw["stride"]), top_k=int(raw["top_k"]), raw=raw)
 
 
 def write_sidecar(model_path: Union[str, Path], fields: dict[str, Any]) -> Path:

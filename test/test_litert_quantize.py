@@ -7,6 +7,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 pytest.importorskip("ai_edge_litert")
 
+from perception_core.datasets import DatasetSpec  # noqa: E402
 from perception_core.engines import load_engine  # noqa: E402
 from perception_core.model_spec import ModelSpec  # noqa: E402
 
@@ -21,7 +22,8 @@ def quantized(tmp_path_factory):
     from perception_core.training.quantize import quantize
 
     folder = tmp_path_factory.mktemp("litert")
-    model = build_model("multitask", HW + (3,), det_stride=4, **TINY)
+    spec = DatasetSpec(("ground", "wall", "thing"), ("thing", "other"), name="tiny-test")
+    model = build_model("multitask", HW + (3,), spec, det_stride=4, **TINY)
     frames = [np.random.default_rng(i).integers(0, 256, HW + (3,), dtype=np.uint8) for i in range(3)]
     export(None, folder / "tiny.onnx", top_k=20, eval_frames=0, frames=frames, model=model, settings={"test": True},
            tflite=folder / "tiny.tflite", class_map_stride=2)

@@ -5,14 +5,16 @@ from pathlib import Path
 
 import pytest
 
+from perception_core.datasets import DatasetSpec
 from perception_core.model_spec import ModelSpec, ModelSpecError, sidecar_path, write_sidecar
-from perception_core.types import DET_CLASSES, SEG_CLASSES, SEG_COLORS_BGR
 
+SEG_NAMES = ("floor", "wall", "ceiling")
+# A sidecar as export wrote them before it recorded the dataset's name and ignore label.
 FIELDS = {"name": "m", "variant": "multitask", "precision": "fp32",
           "input": {"name": "image", "shape": [1, 256, 320, 3], "dtype": "uint8", "layout": "NHWC"},
           "outputs": {"class_map": {"shape": [256, 320], "dtype": "uint8"}},
-          "seg_classes": list(SEG_CLASSES), "det_classes": list(DET_CLASSES),
-          "seg_colors_bgr": [list(c) for c in SEG_COLORS_BGR], "stride": 8, "top_k": 100}
+          "seg_classes": list(SEG_NAMES), "det_classes": ["crate", "pallet"],
+          "seg_colors_bgr": [[10, 20, 30], [40, 50, 60], [70, 80, 90]], "stride": 8, "top_k": 100}
 
 
 @pytest.fixture
@@ -27,7 +29,32 @@ def test_load_from_model_or_sidecar(model_file):
     for path in (model_file, sidecar_path(model_file)):
         spec = ModelSpec.load(path)
         assert spec.model_path == model_file and spec.input_hw == (256, 320) and spec.precision == "fp32"
-        assert spec.seg_classes == SEG_CLASSES
+        assert spec.seg_classes == SEG_NAMES
+
+
+def test_the_spec_of_an_older_sidecar_defaults_its_name_and_ignore_label(model_file):
+    spec = ModelSpec.load(model_file).dataset
+    assert spec == DatasetSpec(SEG_NAMES, ("crate", "pallet"), ((10, 20, 30), (40, 50, 60), (70, 80, 90)))
+    assert spec.ignore_label == 255 and spec.name == ""
+
+
+def test_the_training_spec_round_trips_through_the_sidecar(tmp_path):
+    trained = DatasetSpec(tuple(f"c{i}" for i in range(12)), ("a", "b", "c", "d", "e"), ignore_label=250,
+                          name="warehouse")
+    path = tmp_path / "w.onnx"
+    path.write_bytes(b"weights")
+    write_sidecar(path, {**{k: v for k, v in FIELDS.items() if k not in trained.to_dict()}, **trained.to_dict()})
+    spec = ModelSpec.load(path)
+    assert spec.dataset == trained and spec.det_classes == ("a", "b", "c", "d", "e")
+
+
+def test_bundled_sidecars_load_with_their_label_set():
+    from perception_core.resources import package_file
+
+    for sidecar in sorted(Path(package_file("models", "multitask.onnx")).parent.glob("*.json")):
+        spec = ModelSpec.load(sidecar)
+        assert len(spec.dataset.seg_classes) == 7 and len(spec.dataset.det_classes) == 3, sidecar
+        assert spec.dataset.ignore_label == 255
 
 
 def test_missing_model_file_names_it(model_file):
@@ -60,6 +87,8 @@ def test_corrupt_sidecar_json(model_file):
     ({"input": {"name": "image", "shape": [1, 256, 320, 3], "dtype": "float32", "layout": "NHWC"}}, "uint8"),
     ({"outputs": {"logits": {}}}, "outputs"),
     ({"seg_colors_bgr": [[0, 0, 0]]}, "seg_colors_bgr"),
+    ({"ignore_label": 1}, "ignore_label"),
+    ({"det_classes": ["crate", "crate"]}, "unique"),
     ({"format_version": 99}, "format_version"),
 ])
 def test_invalid_fields(model_file, change, message):

@@ -1,5 +1,7 @@
 """Frames cached as .npy memmaps: a split is produced once (in parallel, with a progress bar), then
-read back in microseconds. Training reads its frames from here at the network's input scale.
+read back in microseconds. Training reads its frames from here at the network's input scale: a
+source that caches its own frames at that scale (the simulator) hands them over, any other
+FrameSource is letterboxed into an in-memory FrameCache (:func:`frames_at_scale`).
 
 Frame i must depend only on (split, i), so the first N frames of a larger cache are the same data
 and are reused. The cache lives under ``$XDG_CACHE_HOME/multitask_perception/frames`` (override
@@ -20,7 +22,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from perception_core.datasets.source import Sample
+from perception_core.codec import decode_image
+from perception_core.datasets.source import TASKS, FrameSource, Sample
+from perception_core.datasets.spec import DatasetSpec
 from perception_core.pipeline.letterbox import letterbox, letterbox_boxes
 from perception_core.types import Detections
 
@@ -43,6 +47,7 @@ class FrameCache:
     boxes: np.ndarray  # (M,4) float32 xyxy pixels
     classes: np.ndarray  # (M,) int32 detection class ids
     offsets: np.ndarray  # (N+1,) int64
+    labelled: Optional[np.ndarray] = None  # (N, len(TASKS)) bool: frame i has TASKS[j]'s labels; None: all do
 
     def __len__(self):
         return len(self.images)
@@ -50,12 +55,71 @@ class FrameCache:
     def frame_boxes(self, i):
         return self.boxes[self.offsets[i]:self.offsets[i + 1]], self.classes[self.offsets[i]:self.offsets[i + 1]]
 
+    def is_labelled(self, i, task: str) -> bool:
+        return self.labelled is None or bool(self.labelled[i, TASKS.index(task)])
+
+    def labelled_count(self, task: str) -> int:
+        return len(self) if self.labelled is None else int(self.labelled[:, TASKS.index(task)].sum())
+
     def samples(self, prefix: str) -> Iterator[Sample]:
         for i in range(len(self)):
             boxes, classes = self.frame_boxes(i)
             detections = Detections(np.asarray(boxes, np.float32), np.asarray(classes, np.int32),
                                     np.ones(len(boxes), np.float32))
-            yield Sample(np.asarray(self.images[i]), f"{prefix}/{i}", np.asarray(self.masks[i]), detections)
+            yield Sample(np.asarray(self.images[i]), f"{prefix}/{i}",
+                         np.asarray(self.masks[i]) if self.is_labelled(i, "segmentation") else None,
+                         detections if self.is_labelled(i, "detection") else None)
+
+    @classmethod
+    def from_source(cls, source: FrameSource, input_hw: tuple[int, int]) -> FrameCache:
+        """Every sample of ``source`` letterboxed to ``input_hw``, held in memory.
+
+        A sample without a class mask gets one of the spec's ignore label (it trains no segmentation);
+        one without detections is marked unlabelled for detection rather than read as "no objects".
+        """
+        spec = source.spec
+        images, masks, boxes, classes, labelled = [], [], [], [], []
+        for sample in source:
+            sample.validated(spec)
+            image = sample.image if isinstance(sample.image, np.ndarray) else decode_image(sample.image)
+            mask = sample.class_mask if sample.class_mask is not None else np.full(
+                image.shape[:2], spec.ignore_label, np.uint8)
+            dets = sample.detections if sample.detections is not None else Detections.empty()
+            image, mask, b, c = letterboxed((image, mask, dets.xyxy, dets.class_id), input_hw, spec.ignore_label)
+            images.append(image)
+            masks.append(mask)
+            boxes.append(b)
+            classes.append(c)
+            labelled.append([task in sample.tasks for task in TASKS])
+        if not images:
+            raise ValueError(f"{source.name} has no frames")
+        offsets = np.cumsum([0] + [len(b) for b in boxes]).astype(np.int64)
+        return cls(np.stack(images), np.stack(masks), np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
+                   np.concatenate(classes).astype(np.int32), offsets, np.asarray(labelled, bool))
+
+
+@dataclass
+class CachedSource:
+    """Frames already in a FrameCache (hand-made, or cached by another source), as a FrameSource."""
+
+    frames: FrameCache
+    spec: DatasetSpec
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.frames.samples(self.name)
+
+
+def frames_at_scale(source: FrameSource, input_hw: tuple[int, int]) -> FrameCache:
+    """``source``'s frames at the network's input scale: its own cache if it holds them at that scale
+    (the simulator renders and caches a split at any scale), else letterboxed in memory."""
+    cached = getattr(source, "frames", None)
+    if isinstance(cached, FrameCache) and tuple(cached.images.shape[1:3]) == tuple(input_hw):
+        return cached
+    return FrameCache.from_source(source, input_hw)
 
 
 def letterboxed(arrays: FrameArrays, out_hw: Optional[tuple[int, int]], ignore_label: int) -> FrameArrays:

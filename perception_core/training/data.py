@@ -10,8 +10,11 @@ import numpy as np
 
 from perception_core.datasets.cache import FrameCache
 
+MIN_OVERLAP = 0.7  # CenterNet: a centre shifted within the Gaussian still gives IoU >= 0.7 with the box
+MIN_VISIBLE = 0.4  # a box cut by the crop is kept if this share of its area is left, else dropped
 
-def gaussian_radius(h, w, min_overlap=0.7):
+
+def gaussian_radius(h, w, min_overlap=MIN_OVERLAP):
     """CenterNet's radius: the largest centre shift that keeps IoU >= min_overlap with the true box."""
     b1, c1 = h + w, w * h * (1 - min_overlap) / (1 + min_overlap)
     r1 = (b1 + np.sqrt(b1 ** 2 - 4 * c1)) / 2
@@ -22,7 +25,7 @@ def gaussian_radius(h, w, min_overlap=0.7):
     return min(r1, r2, r3)
 
 
-def centernet_targets(boxes, classes, image_hw, num_classes, stride=8):
+def centernet_targets(boxes, classes, image_hw, num_classes, stride):
     """Dense targets at ``image_hw // stride``: heatmap (h,w,C), wh and offset (h,w,2) in cells, centers (h,w,1)."""
     h, w = image_hw[0] // stride, image_hw[1] // stride
     heatmap = np.zeros((h, w, num_classes), np.float32)
@@ -47,7 +50,7 @@ def centernet_targets(boxes, classes, image_hw, num_classes, stride=8):
     return heatmap, wh, offset, centers
 
 
-def crop_and_flip(image, mask, boxes, classes, y0, x0, crop_hw, flip, min_visible=0.4):
+def crop_and_flip(image, mask, boxes, classes, y0, x0, crop_hw, flip, min_visible=MIN_VISIBLE):
     """Crop (y0,x0,crop_hw) and optionally mirror one frame; boxes clipped, mostly-cut-off ones dropped."""
     ch, cw = crop_hw
     image, mask = image[y0:y0 + ch, x0:x0 + cw], mask[y0:y0 + ch, x0:x0 + cw]
@@ -64,9 +67,12 @@ def crop_and_flip(image, mask, boxes, classes, y0, x0, crop_hw, flip, min_visibl
 
 
 class BatchSampler:
-    """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees the same data."""
+    """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees the same data.
 
-    def __init__(self, frames: FrameCache, batch_size, crop_hw, num_det_classes, seed=0, stride=8):
+    ``det_labelled`` (B,) marks the images that have detection labels; the rest train no detection.
+    """
+
+    def __init__(self, frames: FrameCache, batch_size, crop_hw, num_det_classes, stride, seed=0):
         self.frames = frames
         self.batch_size = batch_size
         self.crop_hw = tuple(crop_hw)
@@ -80,7 +86,7 @@ class BatchSampler:
     def __call__(self, step):
         rng = np.random.default_rng([self.seed, step])
         full_h, full_w = self.frames.images.shape[1:3]
-        out = {k: [] for k in ("image", "mask", "heatmap", "wh", "offset", "centers")}
+        out = {k: [] for k in ("image", "mask", "heatmap", "wh", "offset", "centers", "det_labelled")}
         for i in rng.integers(len(self.frames), size=self.batch_size):
             boxes, classes = self.frames.frame_boxes(i)
             y0 = int(rng.integers(full_h - self.crop_hw[0] + 1))
@@ -89,6 +95,7 @@ class BatchSampler:
                                                         y0, x0, self.crop_hw, bool(rng.integers(2)))
             heatmap, wh, offset, centers = centernet_targets(boxes, classes, self.crop_hw, self.num_det_classes,
                                                              self.stride)
-            for key, value in zip(out, (image, mask, heatmap, wh, offset, centers)):
+            labelled = np.float32(self.frames.is_labelled(i, "detection"))
+            for key, value in zip(out, (image, mask, heatmap, wh, offset, centers, labelled)):
                 out[key].append(value)
         return {k: np.stack(v) for k, v in out.items()}

@@ -5,28 +5,34 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from perception_core.datasets.spec import IGNORE_LABEL
-
 WH_WEIGHT = 1.0  # box size is regressed as a log, so its errors are on the offset's scale
 OFFSET_WEIGHT = 1.0
 MIN_SIZE_CELLS = 1e-2  # log floor; only non-centre cells (masked out of the loss) have size 0
+FOCAL_EPS = 1e-4  # heatmap clipped to [eps, 1-eps]: log(0) never reaches the loss
+MIN_TASK_LOSS = 1e-6  # floor of a loss before its log (uncertainty weights start at log(first loss))
 
 
-def segmentation_loss(logits, mask):
-    """Mean softmax cross-entropy over pixels whose label is not IGNORE_LABEL. mask: (B,H,W) uint8."""
+def segmentation_loss(logits, mask, ignore_label):
+    """Mean softmax cross-entropy over pixels whose label is not ``ignore_label``. mask: (B,H,W) uint8."""
     labels = tf.cast(mask, tf.int32)
-    valid = tf.not_equal(labels, IGNORE_LABEL)
+    valid = tf.not_equal(labels, ignore_label)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
     valid = tf.cast(valid, ce.dtype)
     return tf.reduce_sum(ce * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
-def focal_loss(pred, target):
-    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the object count."""
-    pred = tf.clip_by_value(pred, 1e-4, 1.0 - 1e-4)
+def focal_loss(pred, target, labelled):
+    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the object count.
+
+    ``labelled`` (B,) is 1 for images with detection labels, 0 for the others: an image without
+    labels must not teach "no objects here".
+    """
+    pred = tf.clip_by_value(pred, FOCAL_EPS, 1.0 - FOCAL_EPS)
+    labelled = tf.reshape(tf.cast(labelled, tf.bool), [-1, 1, 1, 1])
     pos = tf.cast(tf.equal(target, 1.0), pred.dtype)
-    pos_loss = tf.math.log(pred) * tf.square(1.0 - pred) * pos
-    neg_loss = tf.math.log(1.0 - pred) * tf.square(pred) * tf.pow(1.0 - target, 4.0) * (1.0 - pos)
+    pos_loss = tf.where(labelled, tf.math.log(pred) * tf.square(1.0 - pred) * pos, 0.0)
+    neg_loss = tf.where(labelled, tf.math.log(1.0 - pred) * tf.square(pred) * tf.pow(1.0 - target, 4.0) * (1.0 - pos),
+                        0.0)
     return -(tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(tf.reduce_sum(pos), 1.0)
 
 
@@ -44,17 +50,17 @@ def detection_losses(outputs, targets):
     """
     log_wh = tf.math.log(tf.maximum(targets["wh"], MIN_SIZE_CELLS))
     return {
-        "heatmap": focal_loss(outputs["det_heatmap"], targets["heatmap"]),
+        "heatmap": focal_loss(outputs["det_heatmap"], targets["heatmap"], targets["det_labelled"]),
         "wh": masked_l1(outputs["det_wh"], log_wh, targets["centers"]),
         "offset": masked_l1(outputs["det_offset"], targets["offset"], targets["centers"]),
     }
 
 
-def task_losses(outputs, data, heads):
+def task_losses(outputs, data, heads, ignore_label):
     """({"seg","det"} task losses for ``heads``, the detection loss's parts) from one batch."""
     losses, parts = {}, {}
     if "seg" in heads:
-        losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"])
+        losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"], ignore_label)
     if "det" in heads:
         parts = detection_losses(outputs, data)
         losses["det"] = parts["heatmap"] + WH_WEIGHT * parts["wh"] + OFFSET_WEIGHT * parts["offset"]
@@ -89,7 +95,7 @@ class TaskBalancer(keras.layers.Layer):
         """Initialise each learned log-variance at log(loss), where uncertainty weighting settles."""
         if self.mode == "uncertainty":
             for t in self.tasks:
-                self.log_vars[t].assign(tf.math.log(tf.maximum(tf.cast(task_losses[t], tf.float32), 1e-6)))
+                self.log_vars[t].assign(tf.math.log(tf.maximum(tf.cast(task_losses[t], tf.float32), MIN_TASK_LOSS)))
 
     def weights_now(self):
         """Effective multiplier of each task loss (for logging)."""

@@ -3,20 +3,26 @@
 One builder makes the multitask model and the two single-task baselines, so they share every
 line of backbone, neck and head code and differ only in which heads sit on the shared features.
 Layout follows keras-hub: a task-agnostic ``Backbone`` with named ``pyramid_outputs`` ("Pn",
-stride 2**n), a ``FeaturePyramid`` layer built from its input shapes, and a ``Task`` model.
+stride 2**n), a ``FeaturePyramid`` layer built from its input shapes, and a ``Task`` model whose
+heads are sized from the DatasetSpec it trains on and which builds its own inference graph.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from perception_core.types import DET_CLASSES, SEG_CLASSES
+from perception_core.datasets.spec import DatasetSpec
 
 VARIANTS = ("multitask", "seg_only", "det_only")
 HEADS = {"multitask": ("seg", "det"), "seg_only": ("seg",), "det_only": ("det",)}
 DET_STRIDES = (4, 8)
+DET_STRIDE = 4  # the bundled models' head: stride-4 detail finds objects under 16 px that stride 8 merges
 BN_MOMENTUM = 0.9  # Keras' 0.999 lags far behind the weights in a ~1k-step training run.
+HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) = 0.1: every heatmap cell starts at p=0.1 (CenterNet, RetinaNet)
+HEAD_INIT_STDDEV = 0.01  # small head kernels keep the first focal losses moderate on a warm-started trunk
+TOP_K = 100  # peaks the inference graph returns per frame (fixed-size outputs; callers threshold)
 
 # MobileNetV2 layers whose outputs are the strides 4/8/16/32; P5 skips the 1280-channel top layer.
 _MOBILENET_V2_TAPS = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu", "P4": "block_13_expand_relu",
@@ -190,21 +196,91 @@ class DetailFusion(keras.layers.Layer):
 
 
 @_register
+class ClassMap(keras.layers.Layer):
+    """Segmentation logits (1,h,w,S) -> uint8 class map (H,W), argmax in the graph.
+
+    ``stride`` > 1 takes the argmax on logits resized to (H/s, W/s) and repeats the class map s x s:
+    the full-size logit resize + argmax is a fixed cost that INT8 does not shrink.
+    """
+
+    def __init__(self, output_size, stride=1, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(output_size)
+        self.stride = stride
+
+    def call(self, logits):
+        (h, w), s = self.output_size, self.stride
+        logits = tf.image.resize(logits, (h // s, w // s), method="bilinear")[0]
+        # tf.argmax, not keras.ops.argmax (its extra ops break ONNX/TFLite/TensorRT)
+        class_map = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        if s > 1:  # exact s-fold repeat: nearest resize, asymmetric coordinates (TensorRT and LiteRT take it)
+            class_map = tf.compat.v1.image.resize_nearest_neighbor(
+                tf.cast(class_map[None, :, :, None], tf.float32), (h, w), align_corners=False,
+                half_pixel_centers=False)[0, :, :, 0]
+        return tf.cast(class_map, tf.uint8)
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": list(self.output_size), "stride": self.stride}
+
+
+@_register
+class CenterNetPeaks(keras.layers.Layer):
+    """CenterNet decoding of one image: 3x3 max-pool peaks, top-K over (cell, class), boxes in input pixels.
+
+    Takes [heatmap, wh, offset] at stride ``stride``; returns boxes (K,4), scores (K,), classes (K,).
+    Integer index arithmetic uses floor division and subtraction only (no Mod), which TensorRT parses.
+    """
+
+    def __init__(self, top_k, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.top_k = top_k
+        self.stride = stride
+
+    def call(self, inputs):
+        heatmap, wh, offset = (t[0] for t in inputs)
+        h, w, c = heatmap.shape
+        stride = self.stride
+        pooled = tf.nn.max_pool2d(heatmap[None], ksize=3, strides=1, padding="SAME")[0]
+        peaks = heatmap * tf.cast(tf.equal(heatmap, pooled), heatmap.dtype)
+        scores, index = tf.math.top_k(tf.reshape(peaks, [-1]), k=self.top_k)
+        cell = tf.math.floordiv(index, c)
+        classes = index - cell * c
+        ys = tf.math.floordiv(cell, w)
+        xs = cell - ys * w
+        half_size = tf.exp(tf.gather(tf.reshape(wh, [h * w, 2]), cell)) * (stride / 2.0)  # wh: log(size in cells)
+        shift = tf.gather(tf.reshape(offset, [h * w, 2]), cell)
+        cx = (tf.cast(xs, tf.float32) + shift[:, 0]) * stride
+        cy = (tf.cast(ys, tf.float32) + shift[:, 1]) * stride
+        boxes = tf.stack([cx - half_size[:, 0], cy - half_size[:, 1], cx + half_size[:, 0], cy + half_size[:, 1]],
+                         axis=1)
+        limit = tf.constant([w * stride, h * stride, w * stride, h * stride], tf.float32)
+        return tf.clip_by_value(boxes, 0.0, limit), scores, classes
+
+    def get_config(self):
+        return {**super().get_config(), "top_k": self.top_k, "stride": self.stride}
+
+
+@_register
 class PerceptionModel(keras.Model):
     """Task model: backbone -> FPN -> the heads of one variant, outputs as a dict by head name.
 
     Outputs: ``seg_logits`` (B,H,W,S) at input size; at s = ``det_stride``: ``det_heatmap``
     (B,H/s,W/s,D) sigmoid, ``det_wh`` (B,H/s,W/s,2) log(box size in cells), ``det_offset`` sub-cell centre.
+    S and D are the class counts of ``spec``, the label set it is trained on (kept in its config).
     ``det_stride`` 8 is the original head; 4 adds a ``DetailFusion`` with the stride-4 features.
     """
 
-    def __init__(self, backbone, variant="multitask", num_seg_classes=len(SEG_CLASSES),
-                 num_det_classes=len(DET_CLASSES), neck_channels=64, head_channels=64, det_stride=8,
-                 detail_channels=32, **kwargs):
+    def __init__(self, backbone, spec, variant="multitask", neck_channels=64, head_channels=64,
+                 det_stride=DET_STRIDE, detail_channels=32, **kwargs):
+        spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.from_dict(spec)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if det_stride not in DET_STRIDES:
             raise ValueError(f"det_stride must be one of {DET_STRIDES}, got {det_stride!r}")
+        for head, count in (("seg", spec.num_seg_classes), ("det", spec.num_det_classes)):
+            if head in HEADS[variant] and not count:
+                raise ValueError(f"variant {variant} has a {head} head but {spec.name or 'the spec'} has no "
+                                 f"{'segmentation' if head == 'seg' else 'detection'} classes")
         # === Layers ===
         neck = FeaturePyramid(neck_channels, name="neck")
         # === Functional Model ===
@@ -214,25 +290,23 @@ class PerceptionModel(keras.Model):
         outputs = {}
         if "seg" in HEADS[variant]:
             x = ConvBlock(head_channels, name="seg_trunk")(features)
-            outputs["seg_logits"] = SegmentationLogits(num_seg_classes, backbone.image_shape[:2], name="seg_logits")(x)
+            outputs["seg_logits"] = SegmentationLogits(spec.num_seg_classes, backbone.image_shape[:2],
+                                                       name="seg_logits")(x)
         if "det" in HEADS[variant]:
             x = ConvBlock(head_channels, name="det_trunk")(features)
             if det_stride == 4:
                 x = DetailFusion(detail_channels, name="det_detail")([x, pyramid["P2"]])
-            # Small kernels and bias -2.19 start every heatmap cell at p=0.1 (CenterNet, RetinaNet), so
-            # the first focal losses are moderate even on a warm-started trunk with large activations.
-            small = {"kernel_initializer": keras.initializers.RandomNormal(stddev=0.01)}
+            small = {"kernel_initializer": keras.initializers.RandomNormal(stddev=HEAD_INIT_STDDEV)}
             outputs["det_heatmap"] = keras.layers.Conv2D(
-                num_det_classes, 1, activation="sigmoid", name="det_heatmap",
-                bias_initializer=keras.initializers.Constant(-2.19), **small)(x)
+                spec.num_det_classes, 1, activation="sigmoid", name="det_heatmap",
+                bias_initializer=keras.initializers.Constant(HEATMAP_PRIOR_BIAS), **small)(x)
             outputs["det_wh"] = keras.layers.Conv2D(2, 1, name="det_wh", **small)(x)
             outputs["det_offset"] = keras.layers.Conv2D(2, 1, name="det_offset", **small)(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # === Config ===
         self.backbone = backbone
+        self.spec = spec
         self.variant = variant
-        self.num_seg_classes = num_seg_classes
-        self.num_det_classes = num_det_classes
         self.neck_channels = neck_channels
         self.head_channels = head_channels
         self.det_stride = det_stride
@@ -242,10 +316,29 @@ class PerceptionModel(keras.Model):
     def image_shape(self):
         return self.backbone.image_shape
 
+    def inference_model(self, top_k=TOP_K, class_map_stride=1):
+        """The graph that ships: uint8 (1,H,W,3) image -> fixed-size outputs, decoding in the graph.
+
+        ``class_map`` (H,W) uint8 and CenterNet peaks as ``boxes`` (K,4) xyxy input pixels, ``scores``
+        (K,), ``classes`` (K,) int32. The segmentation classifier's logits are resized once, straight
+        to the class map's size (see :class:`ClassMap`), instead of to the input size and again.
+        """
+        h, w = self.image_shape[:2]
+        if h % class_map_stride or w % class_map_stride:
+            raise ValueError(f"class_map_stride {class_map_stride} must divide the input size {(h, w)}")
+        outputs = {}
+        if "seg_logits" in self.output:
+            logits = self.get_layer("seg_logits").classifier(self.get_layer("seg_trunk").output)
+            outputs["class_map"] = ClassMap((h, w), class_map_stride, name="class_map")(logits)
+        if "det_heatmap" in self.output:
+            heads = [self.output[name] for name in ("det_heatmap", "det_wh", "det_offset")]
+            outputs["boxes"], outputs["scores"], outputs["classes"] = CenterNetPeaks(
+                top_k, self.det_stride, name="peaks")(heads)
+        return keras.Model(self.inputs, outputs, name=f"{self.name}_inference")
+
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "backbone": keras.layers.serialize(self.backbone),
-                "variant": self.variant, "num_seg_classes": self.num_seg_classes,
-                "num_det_classes": self.num_det_classes, "neck_channels": self.neck_channels,
+                "spec": self.spec.to_dict(), "variant": self.variant, "neck_channels": self.neck_channels,
                 "head_channels": self.head_channels, "det_stride": self.det_stride,
                 "detail_channels": self.detail_channels}
 
@@ -256,15 +349,11 @@ class PerceptionModel(keras.Model):
         return cls(**config)
 
 
-def build_model(variant="multitask", image_shape=(256, 320, 3), alpha=0.5, neck_channels=64, head_channels=64,
-                det_stride=8, detail_channels=32):
-    """The one builder for all variants: same backbone, neck and heads, different head sets.
-
-    The defaults rebuild runs saved before the stride-4 head (their model_kwargs are empty);
-    ``train`` passes the bundled models' ``det_stride=4``.
-    """
+def build_model(variant, image_shape, spec, alpha=0.5, neck_channels=64, head_channels=64, det_stride=DET_STRIDE,
+                detail_channels=32):
+    """The one builder for all variants: same backbone, neck and heads, different head sets, sized from ``spec``."""
     backbone = MobileNetV2Backbone(image_shape=image_shape, alpha=alpha, name="backbone")
-    return PerceptionModel(backbone, variant=variant, neck_channels=neck_channels, head_channels=head_channels,
+    return PerceptionModel(backbone, spec, variant=variant, neck_channels=neck_channels, head_channels=head_channels,
                            det_stride=det_stride, detail_channels=detail_channels, name=variant)
 
 
@@ -292,13 +381,3 @@ def copy_matching_weights(source, target):
 
     walk(source, target, "")
     return copied, skipped
-
-
-def with_image_shape(model, image_shape):
-    """The same architecture and weights at another input size (train on crops, export at full size)."""
-    config = model.get_config()
-    config["backbone"] = {**config["backbone"], "config": {**config["backbone"]["config"],
-                                                           "image_shape": list(image_shape)}}
-    clone = PerceptionModel.from_config(config)
-    clone.set_weights(model.get_weights())
-    return clone

@@ -7,7 +7,8 @@ From an ONNX model, QDQ ONNX in two forms:
 From a LiteRT ``.tflite`` model, a full-integer int8 flatbuffer (int8 weights and activations,
 per-channel weights, the float part below excepted) for LiteRT on CPU boards and as the input to
 ``edgetpu_compiler`` for a Coral.
-All are calibrated on training-split simulator frames (never validation). The detection heatmap's
+All are calibrated on frames of a FrameSource at the model's input scale: by default the simulator's
+training split (never validation). The detection heatmap's
 last conv + sigmoid and all peak/box post-processing stay in float: quantized heatmaps form plateaus
 and the 3x3 max-pool peak finder then reports duplicate boxes.
 """
@@ -25,6 +26,10 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception_core.model_spec import ModelSpec, write_sidecar
+
+CALIBRATION_FRAMES = 200  # min/max calibration settles well before this; more only slows quantization
+CALIBRATION_POOL = 5000  # calibration frames are spread evenly over the first this-many training frames
+EVAL_FRAMES = 500  # validation frames for each quantized model's sidecar metrics
 
 FORMS = {
     "cpu": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
@@ -195,22 +200,25 @@ def quantized_uint8_input(model_content: bytes) -> bytearray:
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
-def calibration_images(input_hw, count) -> np.ndarray:
-    """``count`` training-split frames at the model input size, evenly spaced over the first 5000."""
-    from perception_core.datasets.simulator import simulator_frames
-    from perception_core.sim import TRAIN_SEED
+def calibration_images(input_hw, count, source=None) -> np.ndarray:
+    """``count`` frames of ``source`` at the model input size, evenly spaced over it (default: the first
+    CALIBRATION_POOL frames of the simulator's training split, cached at that size)."""
+    from perception_core.datasets.cache import frames_at_scale
+    from perception_core.datasets.simulator import SimulatorSource
 
-    cache = simulator_frames(TRAIN_SEED, 5000, input_hw)
+    source = SimulatorSource("train", CALIBRATION_POOL, input_hw) if source is None else source
+    cache = frames_at_scale(source, input_hw)
     return np.asarray(cache.images[np.linspace(0, len(cache) - 1, count).astype(int)])
 
 
-def quantize(model, out=None, out_trt=None, calibration_frames=200, eval_frames=500, threads=2, float_det_trunk=False,
-             frames=None):
+def quantize(model, out=None, out_trt=None, calibration_frames=CALIBRATION_FRAMES, eval_frames=EVAL_FRAMES, threads=2,
+             float_det_trunk=False, frames=None, source=None, eval_source=None):
     """INT8 forms of an exported fp32 model, each with a sidecar carrying its own metrics.
 
     An ``.onnx`` model gives the two QDQ forms (``out``, ``out_trt``); a ``.tflite`` model gives the
     full-integer LiteRT model (``out``). Unnamed outputs go beside the model as ``<stem>_int8.<ext>``
-    and ``<stem>_int8_trt.onnx``.
+    and ``<stem>_int8_trt.onnx``. Calibrated on ``frames`` if given, else on frames of ``source``
+    (default: the simulator's training split); scored on ``eval_source`` (default: its validation split).
     """
     spec = ModelSpec.load(model)
     base = spec.model_path.with_name(spec.model_path.stem + "_int8")
@@ -220,7 +228,7 @@ def quantize(model, out=None, out_trt=None, calibration_frames=200, eval_frames=
     else:
         jobs = [(out, "cpu"), (Path(out_trt) if out_trt else base.with_name(base.name + "_trt.onnx"), "tensorrt")]
     if frames is None:
-        frames = calibration_images(spec.input_hw, calibration_frames)
+        frames = calibration_images(spec.input_hw, calibration_frames, source)
     written = []
     for path, form in jobs:
         if form == "litert":
@@ -233,9 +241,9 @@ def quantize(model, out=None, out_trt=None, calibration_frames=200, eval_frames=
                       quantize_command=" ".join(["python -m perception_core"] + sys.argv[1:]))
         write_sidecar(path, fields)
         if eval_frames:
-            from perception_core.metrics.evaluate import evaluate
+            from perception_core.training.export import sidecar_metrics
 
-            fields["metrics"] = evaluate([path], frames=eval_frames, threads=threads)[path.name]
+            fields["metrics"] = sidecar_metrics(path, eval_frames, threads, eval_source)
             write_sidecar(path, fields)
         print(f"{path}: {json.dumps({k: fields['metrics'].get(k) for k in ('miou', 'map50')})}")
         written.append(path)

@@ -1,4 +1,10 @@
-"""Training loop: deterministic batches, checkpoint/resume, TensorBoard, a CSV loss history."""
+"""Training: a Trainer whose parts read one at a time (data, model, optimizers, step, checkpoint, log).
+
+Frames come from a FrameSource (default: the simulator's training split, cached at the input
+scale). Batches are deterministic, so a resumed run sees the data it would have seen; checkpoints
+are written atomically; the loss history goes to a CSV and TensorBoard. The run's config.json
+records the DatasetSpec it trained on, and export copies it into the model's sidecar.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from perception_core.datasets.cache import frames_at_scale
+from perception_core.datasets.simulator import SimulatorSource
+from perception_core.datasets.spec import DatasetSpec
+from perception_core.training.data import BatchSampler
+from perception_core.training.losses import TaskBalancer, task_losses
+from perception_core.training.model import BN_MOMENTUM, HEADS, build_model, copy_matching_weights
 
 TASK_VARIANTS = {"multitask": "multitask", "seg": "seg_only", "det": "det_only"}
 BALANCE_LR = 1e-2  # Adam moves a variable ~lr per step: the task weights must track losses within ~100 steps
 HISTORY_FIELDS = ("step", "total", "seg", "det", "heatmap", "wh", "offset", "w_seg", "w_det", "lr", "sec_per_step")
+MAX_WARMUP_STEPS = 200  # linear warm-up to the peak rate while BatchNorm statistics and Adam's moments settle
+WARMUP_PART = 10  # the warm-up takes at most 1/WARMUP_PART of the run
+WARMUP_START = 0.05  # the warm-up starts at this fraction of the peak rate
+FINAL_LR = 0.02  # the cosine decay ends at this fraction of the peak rate: the last steps still learn
+AUGMENTATION = "crop+hflip"  # what BatchSampler does, recorded in the run's settings
+PROGRESS_INTERVAL_S = 5  # the progress bar redraws at most this often (short logs under CI)
+LEGACY_DET_STRIDE = 8  # runs saved before the stride-4 head carry no det_stride in their config: theirs was 8
+TASK_LABELS = {"seg": "segmentation", "det": "detection"}  # head -> the Sample task that trains it
 
 
 def _save_checkpoint(ckpt, model, optimizers, balancer, step):
@@ -46,125 +70,182 @@ def _load_checkpoint(ckpt, model, optimizers, balancer):
     return json.loads((ckpt / "state.json").read_text())["step"]
 
 
-def train(task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
-          image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
-          seg_weight=1.0, det_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None,
-          frame_cache=None, init_from=None):
-    """Train one variant; returns the run directory. ``frame_cache`` lets tests skip the simulator.
+def train(task="multitask", **options):
+    """Train one variant (see :class:`Trainer` for the options); returns the run directory."""
+    return Trainer(task, **options).run()
 
-    ``init_from`` (a run directory) warm-starts every layer whose name and shape match that run's
-    weights; the rest (e.g. a new head) starts fresh. The schedule still runs over ``steps``.
+
+class Trainer:
+    """One training run of one variant; ``run()`` trains it and returns the run directory.
+
+    ``source`` is any FrameSource (default: the first ``frames`` frames of the simulator's training
+    split at ``image_hw``); the heads are sized from its spec. Samples without a mask train no
+    segmentation (ignore label), samples without detections train no detection (masked loss), and a
+    head that no sample is labelled for is refused. ``init_from`` (a run directory) warm-starts every
+    layer whose name and shape match that run's weights; the rest (e.g. a new head) starts fresh.
     """
-    import keras
-    import tensorflow as tf
 
-    from perception_core.datasets.simulator import simulator_frames
-    from perception_core.training.data import BatchSampler
-    from perception_core.training.losses import TaskBalancer, task_losses
-    from perception_core.training.model import HEADS, build_model, copy_matching_weights
-    from perception_core.types import DET_CLASSES
+    def __init__(self, task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
+                 image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
+                 seg_weight=1.0, det_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None,
+                 source=None, init_from=None):
+        _use_threads(threads)
+        keras.utils.set_random_seed(seed)
+        self.out, self.ckpt = Path(out), Path(out) / "checkpoint"
+        if self.out.exists() and any(self.out.iterdir()) and not resume:
+            raise FileExistsError(f"{self.out} exists: pass --resume to continue it or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.variant = TASK_VARIANTS[task]
+        self.heads = HEADS[self.variant]
+        self.steps, self.checkpoint_every, self.log_every = steps, checkpoint_every, log_every
+        source, frame_cache = self._data(source, frames, tuple(image_hw))
+        self.spec = source.spec
+        self.model = build_model(self.variant, tuple(crop_hw) + (3,), self.spec, **(model_kwargs or {}))
+        self.sampler = BatchSampler(frame_cache, batch, crop_hw, self.spec.num_det_classes, self.model.det_stride,
+                                    seed=seed)
+        self.balancer, self.schedule, self.optimizers = self._optimizers(lr, balance, seg_weight, det_weight)
+        self.settings = {
+            "task": task, "variant": self.variant, "steps": steps, "batch": batch, "seed": seed,
+            "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
+            "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "det_weight": det_weight,
+            "bn_momentum": BN_MOMENTUM, "augmentation": AUGMENTATION, "model_kwargs": model_kwargs or {},
+            "command": " ".join(["python -m perception_core"] + sys.argv[1:]), "params": int(self.model.count_params()),
+            "source": source.name, "dataset": self.spec.to_dict()}
+        self.start = self._restore(resume, init_from, tuple(crop_hw))
+        for optimizer, group in self.optimizers:  # slots exist before tracing: the step is traced once, not twice
+            optimizer.build(group)
+        self._write_config()
 
+    # === Data ===
+    def _data(self, source, frames, image_hw):
+        """(source, its frames at the network's input scale); refuses a head no sample is labelled for."""
+        source = SimulatorSource("train", frames, image_hw) if source is None else source
+        frame_cache = frames_at_scale(source, image_hw)
+        for head in self.heads:
+            if not frame_cache.labelled_count(TASK_LABELS[head]):
+                raise ValueError(f"{source.name} has no {TASK_LABELS[head]} labels: choose a variant without "
+                                 f"the {head} head")
+        return source, frame_cache
+
+    # === Optimizers and task balancing ===
+    def _optimizers(self, lr, balance, seg_weight, det_weight):
+        """(balancer, schedule, [(optimizer, variables)]): the weights follow a warm-up + cosine schedule;
+        learned task weights, if any, their own fast Adam."""
+        balancer = TaskBalancer(self.heads, mode=balance, weights={"seg": seg_weight, "det": det_weight})
+        warmup = min(MAX_WARMUP_STEPS, self.steps // WARMUP_PART)
+        schedule = keras.optimizers.schedules.CosineDecay(lr * WARMUP_START, max(1, self.steps - warmup),
+                                                          alpha=FINAL_LR, warmup_target=lr, warmup_steps=warmup)
+        optimizers = [(keras.optimizers.Adam(schedule), self.model.trainable_variables)]
+        if balancer.trainable_weights:
+            optimizers.append((keras.optimizers.Adam(BALANCE_LR), balancer.trainable_weights))
+        return balancer, schedule, optimizers
+
+    # === Checkpoint / resume / warm start ===
+    def _restore(self, resume, init_from, crop_hw):
+        """The step to start at: the checkpoint's when resuming, else 0 (warm-started from ``init_from``)."""
+        start = 0
+        if resume and (self.ckpt / "state.json").exists():
+            start = _load_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer)
+        elif init_from is not None:
+            copied, fresh = copy_matching_weights(load_trained(init_from, crop_hw)[0], self.model)
+            print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
+        if init_from is not None:  # the source run's own settings, so an exported model traces through both stages
+            source = json.loads((Path(init_from) / "config.json").read_text())["settings"]
+            self.settings["init_from"] = {"run": str(init_from), **{k: source.get(k) for k in (
+                "command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total")}}
+        return start
+
+    def _write_config(self):
+        (self.out / "config.json").write_text(json.dumps({"model": self.model.get_config(), "settings": self.settings},
+                                                         indent=1))
+
+    # === Step ===
+    def _compile_step(self):
+        """One optimisation step as a tf.function: (total, task losses, detection parts, task weights)."""
+        model, heads, balancer, optimizers = self.model, self.heads, self.balancer, self.optimizers
+        variables = [v for _, group in optimizers for v in group]
+        ignore_label = self.spec.ignore_label
+
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def train_step(data):
+            with tf.GradientTape() as tape:
+                losses, parts = task_losses(model(data["image"], training=True), data, heads, ignore_label)
+                total = balancer(losses)
+            grads = iter(tape.gradient(total, variables))
+            for optimizer, group in optimizers:
+                optimizer.apply_gradients([(next(grads), v) for v in group])
+            return total, losses, parts, balancer.weights_now()
+
+        return train_step
+
+    # === The loop ===
+    def run(self):
+        train_step = self._compile_step()
+        log = RunLog(self.out, fresh=self.start == 0)
+        pool = ThreadPoolExecutor(1)  # the next batch is built while TF runs this one
+        pending = pool.submit(self.sampler, self.start)
+        if self.start == 0 and self.balancer.trainable_weights:  # learned weights only (uncertainty, two tasks)
+            first = pending.result()
+            outputs = self.model(tf.constant(first["image"]), training=False)
+            self.balancer.start_at(task_losses(outputs, first, self.heads, self.spec.ignore_label)[0])
+        tick, t_start = time.perf_counter(), time.perf_counter()
+        bar = tqdm(range(self.start, self.steps), initial=self.start, total=self.steps, desc=f"train {self.variant}",
+                   mininterval=PROGRESS_INTERVAL_S)
+        for step in bar:
+            data = pending.result()
+            if step + 1 < self.steps:
+                pending = pool.submit(self.sampler, step + 1)
+            total, losses, parts, weights = train_step({k: tf.constant(v) for k, v in data.items()})
+            done = step + 1
+            if done % self.log_every == 0 or done == self.steps:
+                now = time.perf_counter()
+                row = {"step": done, "total": float(total), "lr": float(self.schedule(done)),
+                       "sec_per_step": (now - tick) / (done - max(self.start, done - self.log_every))}
+                tick = now
+                row.update({k: float(v) for k, v in {**losses, **parts}.items()})
+                row.update({f"w_{k}": float(v) for k, v in weights.items()})
+                log.write(row)
+                bar.set_postfix(loss=f"{row['total']:.3f}", s_step=f"{row['sec_per_step']:.2f}")
+            if done % self.checkpoint_every == 0 or done == self.steps:
+                _save_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer, done)
+        pool.shutdown()
+        log.close()
+        self.settings["train_seconds_this_session"] = round(time.perf_counter() - t_start, 1)
+        self.settings["train_seconds_total"] = round(_logged_seconds(self.out / "history.csv"), 1)
+        self._write_config()
+        return self.out
+
+
+class RunLog:
+    """The loss history: history.csv (appended across resumed sessions) and TensorBoard scalars."""
+
+    def __init__(self, out, fresh):
+        self.writer = tf.summary.create_file_writer(str(out / "tb"))
+        self.file = (out / "history.csv").open("a", newline="")
+        self.rows = csv.DictWriter(self.file, HISTORY_FIELDS)
+        if fresh:
+            self.file.truncate(0)
+            self.rows.writeheader()
+
+    def write(self, row):
+        self.rows.writerow(row)
+        self.file.flush()
+        with self.writer.as_default(step=row["step"]):
+            for k, v in row.items():
+                if k != "step":
+                    tf.summary.scalar(k, v)
+
+    def close(self):
+        self.file.close()
+        self.writer.close()
+
+
+def _use_threads(threads):
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TF already running in this process (tests): keep its thread pools
         pass
-    keras.utils.set_random_seed(seed)
-    out = Path(out)
-    ckpt = out / "checkpoint"
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise FileExistsError(f"{out} exists: pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-    variant = TASK_VARIANTS[task]
-    heads = HEADS[variant]
-    model = build_model(variant, tuple(crop_hw) + (3,), **(model_kwargs or {}))
-    if frame_cache is None:
-        from perception_core.sim import TRAIN_SEED
-        frame_cache = simulator_frames(TRAIN_SEED, frames, tuple(image_hw))
-    sampler = BatchSampler(frame_cache, batch, crop_hw, len(DET_CLASSES), seed=seed, stride=model.det_stride)
-    balancer = TaskBalancer(heads, mode=balance, weights={"seg": seg_weight, "det": det_weight})
-    warmup = min(200, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(lr * 0.05, max(1, steps - warmup), alpha=0.02,
-                                                      warmup_target=lr, warmup_steps=warmup)
-    optimizers = [(keras.optimizers.Adam(schedule), model.trainable_variables)]
-    if balancer.trainable_weights:
-        optimizers.append((keras.optimizers.Adam(BALANCE_LR), balancer.trainable_weights))
-    variables = [v for _, group in optimizers for v in group]
-
-    settings = {"task": task, "variant": variant, "steps": steps, "batch": batch, "seed": seed,
-                "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
-                "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "det_weight": det_weight,
-                "bn_momentum": 0.9, "augmentation": "crop+hflip",
-                "model_kwargs": model_kwargs or {}, "command": " ".join(["python -m perception_core"] + sys.argv[1:]),
-                "params": int(model.count_params())}
-    start = 0
-    if resume and (ckpt / "state.json").exists():
-        start = _load_checkpoint(ckpt, model, optimizers, balancer)
-    elif init_from is not None:
-        copied, fresh = copy_matching_weights(load_trained(init_from, crop_hw)[0], model)
-        print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
-    if init_from is not None:  # the source run's own settings, so an exported model traces through both stages
-        source = json.loads((Path(init_from) / "config.json").read_text())["settings"]
-        settings["init_from"] = {"run": str(init_from), **{k: source.get(k) for k in
-                                 ("command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total")}}
-    for optimizer, group in optimizers:  # slots exist before tracing: train_step is traced once, not twice
-        optimizer.build(group)
-    (out / "config.json").write_text(json.dumps({"model": model.get_config(), "settings": settings}, indent=1))
-
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def train_step(data):
-        with tf.GradientTape() as tape:
-            losses, parts = task_losses(model(data["image"], training=True), data, heads)
-            total = balancer(losses)
-        grads = iter(tape.gradient(total, variables))
-        for optimizer, group in optimizers:
-            optimizer.apply_gradients([(next(grads), v) for v in group])
-        return total, losses, parts, balancer.weights_now()
-
-    from tqdm import tqdm
-
-    writer = tf.summary.create_file_writer(str(out / "tb"))
-    history = (out / "history.csv").open("a", newline="")
-    rows = csv.DictWriter(history, HISTORY_FIELDS)
-    if start == 0:
-        history.truncate(0)
-        rows.writeheader()
-    pool = ThreadPoolExecutor(1)  # the next batch is built while TF runs this one
-    pending = pool.submit(sampler, start)
-    if start == 0 and balancer.trainable_weights:  # learned weights only (uncertainty, two tasks)
-        first = pending.result()
-        balancer.start_at(task_losses(model(tf.constant(first["image"]), training=False), first, heads)[0])
-    tick, t_start = time.perf_counter(), time.perf_counter()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {variant}", mininterval=5)
-    for step in bar:
-        data = pending.result()
-        if step + 1 < steps:
-            pending = pool.submit(sampler, step + 1)
-        total, losses, parts, weights = train_step({k: tf.constant(v) for k, v in data.items()})
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            now = time.perf_counter()
-            row = {"step": done, "total": float(total), "lr": float(schedule(done)),
-                   "sec_per_step": (now - tick) / (done - max(start, done - log_every))}
-            tick = now
-            row.update({k: float(v) for k, v in {**losses, **parts}.items()})
-            row.update({f"w_{k}": float(v) for k, v in weights.items()})
-            rows.writerow(row)
-            history.flush()
-            with writer.as_default(step=done):
-                for k, v in row.items():
-                    if k != "step":
-                        tf.summary.scalar(k, v)
-            bar.set_postfix(loss=f"{row['total']:.3f}", s_step=f"{row['sec_per_step']:.2f}")
-        if done % checkpoint_every == 0 or done == steps:
-            _save_checkpoint(ckpt, model, optimizers, balancer, done)
-    pool.shutdown()
-    history.close()
-    settings["train_seconds_this_session"] = round(time.perf_counter() - t_start, 1)
-    settings["train_seconds_total"] = round(_logged_seconds(out / "history.csv"), 1)
-    (out / "config.json").write_text(json.dumps({"model": model.get_config(), "settings": settings}, indent=1))
-    return out
 
 
 def _logged_seconds(history_csv):
@@ -179,9 +260,10 @@ def _logged_seconds(history_csv):
 
 
 def load_trained(run_dir, image_hw=None):
-    """(model at ``image_hw`` or the run's inference size, settings) from a run directory or its checkpoint."""
-    from perception_core.training.model import build_model
+    """(model at ``image_hw`` or the run's inference size, settings) from a run directory or its checkpoint.
 
+    Runs saved before runs recorded their label set trained on the simulator split, the only source then.
+    """
     run_dir = Path(run_dir)
     if run_dir.name == "checkpoint":
         run_dir = run_dir.parent
@@ -190,7 +272,9 @@ def load_trained(run_dir, image_hw=None):
     if (run_dir / "history.csv").exists():
         settings["train_seconds_total"] = round(_logged_seconds(run_dir / "history.csv"), 1)
     hw = tuple(image_hw or settings["image_hw"])
-    model = build_model(settings["variant"], hw + (3,), **settings.get("model_kwargs", {}))
+    spec = DatasetSpec.from_dict(settings["dataset"]) if "dataset" in settings else SimulatorSource.spec
+    kwargs = {"det_stride": config["model"].get("det_stride", LEGACY_DET_STRIDE), **settings.get("model_kwargs", {})}
+    model = build_model(settings["variant"], hw + (3,), spec, **kwargs)
     model.load_weights(run_dir / "checkpoint" / "model.weights.h5")
     return model, settings
 
