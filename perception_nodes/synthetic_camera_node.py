@@ -17,8 +17,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray
 
 from perception_core.codec import from_bgr
+from perception_core.message_fields import pinhole_camera_info_fields
 from perception_core.sim import VALIDATION_SEED, render_scene
-from perception_core.sim.camera import camera_info_fields
 from perception_core.sim.classes import SIM_SPEC
 from perception_nodes.conversions import (
     array_to_image_msg,
@@ -56,7 +56,7 @@ class SyntheticCameraParams:
 
 def camera_info_msg(width: int, height: int, horizontal_fov_deg: float) -> CameraInfo:
     """The simulator's pinhole as CameraInfo (the bag recorder fills its own from the same fields)."""
-    return CameraInfo(**camera_info_fields(width, height, horizontal_fov_deg))
+    return CameraInfo(**pinhole_camera_info_fields(width, height, horizontal_fov_deg))
 
 
 class SyntheticCamera(Node):

@@ -14,8 +14,7 @@ import numpy as np
 
 from perception_core.codec import array_to_raw, encode_compressed, from_bgr
 from perception_core.datasets.bag import COMPRESSED_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, jazzy_typestore
-from perception_core.message_fields import detection_fields, stamp_parts
-from perception_core.sim.camera import camera_info_fields
+from perception_core.message_fields import detection_fields, pinhole_camera_info_fields, stamp_parts
 from perception_core.types import Detections
 
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -64,9 +63,9 @@ def compressed_image_message(bgr: np.ndarray, msg_header, quality: int = 90):
 
 
 def camera_info_message(width: int, height: int, msg_header, horizontal_fov_deg: float = 90.0):
-    """The synthetic camera's CameraInfo (perception_core.sim.camera), arrays as rosbags stores them."""
+    """The synthetic camera's CameraInfo (message_fields' pinhole), arrays as rosbags stores them."""
     fields = {k: np.asarray(v) if isinstance(v, list) else v
-              for k, v in camera_info_fields(width, height, horizontal_fov_deg).items()}
+              for k, v in pinhole_camera_info_fields(width, height, horizontal_fov_deg).items()}
     roi = _type("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return _type(CAMERA_INFO_TYPE)(header=msg_header, **fields, binning_x=0, binning_y=0, roi=roi)
 
