@@ -157,6 +157,16 @@ def test_tiny_model_loss_falls(tmp_path):
     assert settings["variant"] == "multitask" and model.count_params() == settings["params"]
     assert settings["dataset"] == SPEC.to_dict() and settings["source"] == "synthetic" and model.spec == SPEC
 
+    # A run saved before runs recorded their label set and det_stride: the simulator's, and stride 8.
+    from perception_core.datasets.simulator import SimulatorSource
+
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["dataset"], config["model"]["det_stride"]
+    config["settings"]["model_kwargs"] = TINY
+    (out / "config.json").write_text(json.dumps(config))
+    legacy, _ = load_trained(out)
+    assert legacy.det_stride == 8 and legacy.spec == SimulatorSource.spec
+
 
 def test_warm_started_stride_four_run_trains(tmp_path):
     from perception_core.training.train import load_trained, train
