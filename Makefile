@@ -15,7 +15,7 @@ test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
-	$(PY) -m perception_core bench
+	$(PY) -m perception_nodes.graph_bench
 
 # --extend-exclude: a venv named other than .venv (ROS mode, another Python) lies in the tree.
 lint: setup

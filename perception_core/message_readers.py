@@ -13,9 +13,8 @@ from typing import Optional
 import numpy as np
 
 from perception_core.codec import EncodedImage, ImageDecodeError, raw_to_array
+from perception_core.message_fields import NS_PER_S
 from perception_core.types import Detections, validate_class_mask
-
-NS_PER_S = 1_000_000_000
 
 
 def encoded_image(msg) -> EncodedImage:

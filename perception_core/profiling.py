@@ -23,9 +23,9 @@ import numpy as np
 
 from perception_core.codec import EncodedImage, array_to_raw, encode_compressed
 from perception_core.datasets import FrameSource
-from perception_core.metrics.latency import LatencySummary, summarize_ms
 from perception_core.pipeline import stages
 from perception_core.pipeline.pipeline import STAGES, TOTAL, Pipeline
+from perception_core.pipeline.timing import LatencySummary, summarize_ms
 from perception_core.plotting import pyplot, save
 
 

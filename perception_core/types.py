@@ -1,4 +1,5 @@
-"""Framework-free data types shared by the simulator, pipeline, metrics and nodes.
+"""Framework-free data types shared by the pipeline, metrics, datasets and nodes (no label set here:
+classes come from a DatasetSpec or a model sidecar).
 
 Every container validates its arrays on construction so that a shape or dtype
 mistake fails where it is made, not three stages later.
@@ -7,27 +8,10 @@ mistake fails where it is made, not three stages later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
-
-# Segmentation classes follow the simulator; the class id is the index.
-SEG_CLASSES: tuple[str, ...] = (
-    "sky", "road", "grass", "building", "person", "vehicle", "cone",
-)
-# Detection classes are the countable objects; the class id is the index.
-DET_CLASSES: tuple[str, ...] = ("person", "vehicle", "cone")
-# BGR colours for drawing masks, one per segmentation class.
-SEG_COLORS_BGR: tuple[tuple[int, int, int], ...] = (
-    (235, 206, 135),  # sky
-    (128, 64, 128),   # road
-    (35, 142, 107),   # grass
-    (70, 70, 70),     # building
-    (60, 20, 220),    # person
-    (142, 0, 0),      # vehicle
-    (0, 165, 255),    # cone
-)
 
 
 def _validate_xyxy(xyxy: np.ndarray) -> None:
@@ -88,7 +72,7 @@ class Detections:
                 and np.array_equal(self.score, other.score))
 
 
-def validate_class_mask(mask: np.ndarray, num_classes: int = len(SEG_CLASSES)) -> np.ndarray:
+def validate_class_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
     """Check that ``mask`` is an (H, W) uint8 class map with ids below ``num_classes``; return it."""
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"class mask must be (H, W) uint8, got {mask.shape} {mask.dtype}")
@@ -108,18 +92,3 @@ class Frame:
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
             raise ValueError(f"frame image must be (H, W, 3) uint8 BGR, got {self.image.shape} {self.image.dtype}")
-
-
-@dataclass
-class LabeledFrame:
-    """A frame with its ground truth: the simulator's output and the unit of training data."""
-
-    frame: Frame
-    class_mask: np.ndarray
-    detections: Detections = field(default_factory=Detections.empty)
-
-    def __post_init__(self) -> None:
-        validate_class_mask(self.class_mask)
-        if self.class_mask.shape != self.frame.image.shape[:2]:
-            raise ValueError(
-                f"class mask {self.class_mask.shape} does not match image {self.frame.image.shape[:2]}")

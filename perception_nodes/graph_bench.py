@@ -17,8 +17,8 @@ import numpy as np
 
 from perception_core import bench
 from perception_core.datasets.simulator import SimulatorSource
-from perception_core.metrics.latency import summarize_ms
 from perception_core.pipeline.pipeline import Pipeline
+from perception_core.pipeline.timing import summarize_ms
 from perception_core.profiling import camera_payloads, profile_stages
 from perception_nodes.observer import GraphObserver
 from perception_nodes.processes import NodeProcess, stop_nodes
@@ -183,6 +183,7 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
 def main(argv=None) -> int:
     parser = bench.build_parser()
     parser.prog = "python -m perception_nodes.graph_bench"
+    parser.description = __doc__.splitlines()[0]
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each node measurement")
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 45.0, 60.0])
     args = parser.parse_args(argv)

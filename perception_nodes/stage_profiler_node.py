@@ -19,9 +19,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from perception_core.evaluation.evaluate import SCORE_FLOOR, evaluate
 from perception_core.pipeline.pipeline import TOTAL, Pipeline
 from perception_core.profiling import camera_payloads, format_table, profile_stages, write_stage_timings
+from perception_core.resources import package_file
 from perception_nodes.conversions import msg_to_encoded
 from perception_nodes.params import declare_params, param
-from perception_nodes.ros_env import package_file
 from perception_nodes.runner import run_node
 
 

@@ -1,6 +1,6 @@
 """Helpers for tests that run real nodes: wait for matching, call their parameter services.
 
-Processes are started and stopped with the package's own helper (perception_nodes.processes),
+Processes are started and stopped with the package's own helper, perception_nodes.processes.NodeProcess,
 the one the demo and the benchmark use.
 """
 
@@ -13,10 +13,6 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
-
-from perception_nodes.processes import NodeProcess
-
-__all__ = ["NodeProcess", "get_remote_params", "set_remote_params", "spin_until"]
 
 
 def spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool], timeout: float) -> bool:

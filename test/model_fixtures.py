@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from perception_core.model_spec import write_sidecar
-from perception_core.types import DET_CLASSES, SEG_CLASSES, SEG_COLORS_BGR
+from perception_core.sim.classes import SIM_SPEC
 
 
 def make_geometry_model(folder: Path, input_hw=(256, 320), boxes=((10, 18, 50, 58), (100, 60, 140, 120)),
@@ -54,6 +54,5 @@ def make_geometry_model(folder: Path, input_hw=(256, 320), boxes=((10, 18, 50, 5
         "input": {"name": "image", "shape": [1, h, w, 3], "dtype": "uint8", "layout": "NHWC"},
         "outputs": {"class_map": {"shape": [h, w], "dtype": "uint8"}, "boxes": {"shape": [k, 4], "dtype": "float32"},
                     "scores": {"shape": [k], "dtype": "float32"}, "classes": {"shape": [k], "dtype": "int32"}},
-        "seg_classes": list(SEG_CLASSES), "det_classes": list(DET_CLASSES),
-        "seg_colors_bgr": [list(c) for c in SEG_COLORS_BGR], "stride": 8, "top_k": k})
+        **SIM_SPEC.to_dict(), "stride": 8, "top_k": k})
     return path

@@ -20,7 +20,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
-from graph_utils import NodeProcess, spin_until
+from graph_utils import spin_until
 from model_fixtures import make_geometry_model
 from perception_core.datasets.bag import BagSource
 from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines
@@ -28,6 +28,7 @@ from perception_core.evaluation.record import record_simulation
 from perception_core.pipeline.letterbox import letterbox_boxes, letterbox_transform
 from perception_core.sim import VALIDATION_SEED, render_scene
 from perception_nodes.conversions import ns_to_stamp, stamp_to_ns
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]

@@ -59,7 +59,7 @@ def geometry_tflite(geometry_onnx, tmp_path_factory):
     path = tmp_path_factory.mktemp("geometry_tflite") / "geometry.tflite"
     export_tflite(serve, frames, path, {"name": "geometry", "variant": "multitask", "image_hw": (h, w),
                                         "outputs": list(geometry_onnx.outputs), "top_k": k, "stride": 8,
-                                        "settings": {}, "extra": {}})
+                                        "settings": {}, "extra": {}, "spec": geometry_onnx.dataset})
     return ModelSpec.load(path)
 
 

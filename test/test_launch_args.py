@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graph_utils import NodeProcess, get_remote_params, spin_until
+from graph_utils import get_remote_params, spin_until
 from launch_reader import ROOT, launch, show_args
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
 LAUNCH = ROOT / "launch"

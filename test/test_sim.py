@@ -6,7 +6,10 @@ import pytest
 
 from perception_core.sim import TRAIN_SEED, VALIDATION_SEED, render_batch, render_scene
 from perception_core.sim.__main__ import main as sim_main
-from perception_core.types import DET_CLASSES, SEG_CLASSES, LabeledFrame
+from perception_core.sim.classes import SIM_SPEC
+from perception_core.sim.render import LabeledFrame
+
+SEG_CLASSES, DET_CLASSES = SIM_SPEC.seg_classes, SIM_SPEC.det_classes
 
 W, H = 320, 240
 SCENES = 40

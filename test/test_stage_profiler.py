@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from graph_utils import NodeProcess
 from model_fixtures import make_geometry_model
 from perception_core.evaluation.record import record_simulation
 from perception_core.pipeline.pipeline import STAGES, TOTAL
+from perception_nodes.processes import NodeProcess
 
 pytestmark = pytest.mark.ros
 PROFILER = "perception_nodes.stage_profiler_node"

@@ -25,9 +25,9 @@ from tqdm import tqdm
 from perception_core.codec import EncodedImage, ImageDecodeError
 from perception_core.datasets import DatasetSpec, FrameSource, Sample
 from perception_core.metrics.detection import DetectionMetric, DetectionResult
-from perception_core.metrics.latency import LatencySummary, summarize_ms
 from perception_core.metrics.segmentation import SegmentationMetric, SegmentationResult, iou_of
 from perception_core.pipeline.pipeline import STAGES, TOTAL, Pipeline, PipelineResult
+from perception_core.pipeline.timing import LatencySummary, summarize_ms
 from perception_core.visualize import draw_overlay
 
 SCORE_FLOOR = 0.01  # mAP needs the whole precision/recall curve: evaluated pipelines keep every peak above this

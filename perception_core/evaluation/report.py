@@ -14,8 +14,8 @@ import numpy as np
 
 from perception_core.evaluation.evaluate import EvaluationResult
 from perception_core.metrics.detection import DetectionResult
-from perception_core.metrics.latency import summarize_ms
 from perception_core.pipeline.pipeline import STAGES, TOTAL
+from perception_core.pipeline.timing import summarize_ms
 from perception_core.plotting import pyplot, save
 
 

@@ -1,4 +1,4 @@
-"""StageTimer: always-on per-stage timing with ring buffers and percentiles.
+"""StageTimer: always-on per-stage timing with ring buffers, and the one percentile summary (summarize_ms).
 
 Cheap enough to leave on in production (one ``perf_counter`` call and one array store per
 stage, a few microseconds), so the numbers in diagnostics are the numbers of the real run.
@@ -8,10 +8,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from perception_core.metrics.latency import LatencySummary, summarize_ms
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Percentiles in milliseconds over the window, plus the event rate."""
+
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    rate_hz: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"count": self.count, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
+                "max_ms": self.max_ms, "rate_hz": self.rate_hz}
+
+
+def summarize_ms(samples_ms, rate_hz: float = 0.0) -> LatencySummary:
+    """Percentiles of ``samples_ms``; ``rate_hz`` is passed through (0 when the caller has no rate)."""
+    values = np.asarray(samples_ms, np.float64)
+    if values.size == 0:
+        return LatencySummary(0, float("nan"), float("nan"), float("nan"), float("nan"), 0.0)
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return LatencySummary(int(values.size), float(p50), float(p95), float(p99), float(values.max()), float(rate_hz))
 
 
 class StageTimer:

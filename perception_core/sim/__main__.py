@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from perception_core.sim.classes import SIM_SPEC
+from perception_core.sim.render import LabeledFrame
 from perception_core.sim.scene import TRAIN_SEED, render_scene
-from perception_core.types import Detections, LabeledFrame
+from perception_core.types import Detections
 from perception_core.visualize import draw_overlay
 
 

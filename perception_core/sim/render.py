@@ -7,14 +7,17 @@ camera stage (blur, noise) is image-only, as in a real camera.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
+from perception_core.sim.classes import SIM_SPEC
 from perception_core.sim.layout import DASH_LENGTH_M, DASH_PERIOD_M, Building, Camera, Look, Road, Scene
 from perception_core.sim.shapes import Shape, shade
-from perception_core.types import DET_CLASSES, SEG_CLASSES, Detections, Frame, LabeledFrame
+from perception_core.types import Detections, Frame, validate_class_mask
 
-SKY, ROAD, GRASS, BUILDING = (SEG_CLASSES.index(name) for name in ("sky", "road", "grass", "building"))
+SKY, ROAD, GRASS, BUILDING = (SIM_SPEC.seg_classes.index(name) for name in ("sky", "road", "grass", "building"))
 SHIFT = 4  # fractional bits of cv2 polygon coordinates: sub-pixel geometry at small sizes
 ONE = 1 << SHIFT
 REFERENCE_ROWS = 480  # resolution at which pixel-sized parameters (blur, minimum box side) are given
@@ -55,6 +58,21 @@ class Raster:
 
 def fixed_point(points: np.ndarray) -> np.ndarray:
     return np.round(points * ONE).astype(np.int32)
+
+
+@dataclass
+class LabeledFrame:
+    """A rendered scene: the frame with its pixel-exact ground truth in the simulator's classes."""
+
+    frame: Frame
+    class_mask: np.ndarray
+    detections: Detections = field(default_factory=Detections.empty)
+
+    def __post_init__(self) -> None:
+        validate_class_mask(self.class_mask, SIM_SPEC.num_seg_classes)
+        if self.class_mask.shape != self.frame.image.shape[:2]:
+            raise ValueError(
+                f"class mask {self.class_mask.shape} does not match image {self.frame.image.shape[:2]}")
 
 
 def render(scene: Scene, width: int, height: int, pixel_rng: np.random.Generator) -> LabeledFrame:
@@ -236,7 +254,7 @@ def _paint_objects(image: np.ndarray, mask: np.ndarray, scene: Scene, raster: Ra
         in_sprite = (slice(top - oy, bottom - oy), slice(left - ox, right - ox))
         inside = alpha[in_sprite].astype(bool)
         image[region][inside] = sprite[in_sprite][inside]
-        mask[region][inside] = SEG_CLASSES.index(obj.shape.kind)
+        mask[region][inside] = SIM_SPEC.seg_classes.index(obj.shape.kind)
         instances[region][inside] = instance
         placed.append((instance, obj.shape.kind, int(np.count_nonzero(alpha)), region))
     min_side = MIN_BOX_SIDE_PX * raster.height / REFERENCE_ROWS
@@ -249,7 +267,7 @@ def _paint_objects(image: np.ndarray, mask: np.ndarray, scene: Scene, raster: Ra
         box = (xs.start + cols[0], ys.start + rows[0], xs.start + cols[-1] + 1, ys.start + rows[-1] + 1)
         if min(box[2] - box[0], box[3] - box[1]) >= min_side:
             boxes.append(box)
-            classes.append(DET_CLASSES.index(kind))
+            classes.append(SIM_SPEC.det_classes.index(kind))
     return Detections.from_lists(boxes, classes)
 
 

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from perception_core.sim.layout import sample_scene
-from perception_core.sim.render import render
-from perception_core.types import LabeledFrame
+from perception_core.sim.render import LabeledFrame, render
 
 TRAIN_SEED = 0
 # Held-out split: every accuracy figure is measured on render_scene(VALIDATION_SEED, i).

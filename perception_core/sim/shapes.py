@@ -25,7 +25,7 @@ class Part:
 class Shape:
     """An object's silhouette and look, drawn part by part in list order (later parts on top)."""
 
-    kind: str  # a DET_CLASSES name
+    kind: str  # a detection class name of SIM_SPEC
     parts: tuple[Part, ...]
 
     @property
