@@ -3,8 +3,8 @@ through export into its sidecar and the node's Pipeline."""
 
 import numpy as np
 import pytest
-from dataset_fixtures import RELABELED_SPEC, TINY_HW, export_tiny_model, relabeled_sim_source
 
+from dataset_fixtures import RELABELED_SPEC, TINY_HW, export_tiny_model, relabeled_sim_source
 from perception_core.datasets import DatasetSpec, FrameSource
 from perception_core.datasets.cache import CachedSource, FrameCache
 from perception_core.datasets.relabel import DROP, RelabeledSource
