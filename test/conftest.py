@@ -37,3 +37,11 @@ def context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope="session")
+def geometry_model(tmp_path_factory):
+    """The geometry model (test/model_fixtures.py): known outputs in closed form."""
+    from model_fixtures import make_geometry_model
+
+    return make_geometry_model(tmp_path_factory.mktemp("geometry"))

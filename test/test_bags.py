@@ -24,10 +24,6 @@ START_NS = 1_700_000_000 * 10**9
 SMALL = {"width": 320, "height": 240}
 
 
-@pytest.fixture(scope="module")
-def geometry_model(tmp_path_factory):
-    return make_geometry_model(tmp_path_factory.mktemp("geometry"))
-
 
 def expected_stamps(count: int, rate: float = 30.0) -> list[int]:
     return [START_NS + round(i * 1e9 / rate) for i in range(count)]

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from model_fixtures import make_geometry_model
 from perception_core.codec import EncodedImage
 from perception_core.datasets import Sample
 from perception_core.evaluation.evaluate import (
@@ -36,14 +35,10 @@ class ListSource:
         return iter(self.samples)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_geometry_model(tmp_path_factory.mktemp("geometry"))
-
 
 @pytest.fixture(scope="module")
-def pipeline(model):
-    return evaluation_pipelines([model], threads=1)[model.name]
+def pipeline(geometry_model):
+    return evaluation_pipelines([geometry_model], threads=1)[geometry_model.name]
 
 
 def red_frame() -> np.ndarray:
@@ -75,11 +70,11 @@ def test_frames_are_scored_and_the_worst_drawn_first(pipeline):
     assert set(result.latency_samples_ms) == {*STAGES, TOTAL} and result.latency_ms()[TOTAL].count == 4
 
 
-def test_interleaved_pipelines_score_as_each_alone(model, pipeline):
+def test_interleaved_pipelines_score_as_each_alone(geometry_model, pipeline):
     samples = [Sample(red_frame(), str(i), truth(i % 2), Detections.from_lists([[8, 8, 40, 40]], [i % 3]))
                for i in range(3)]
     source = ListSource(samples, pipeline.spec)
-    pipelines = {"a": pipeline, "b": evaluation_pipelines([model], threads=1)[model.name]}
+    pipelines = {"a": pipeline, "b": evaluation_pipelines([geometry_model], threads=1)[geometry_model.name]}
     together = evaluate_interleaved(pipelines, source)
     alone = evaluate(pipeline, source).as_dict()
     for result in together.values():
@@ -88,8 +83,8 @@ def test_interleaved_pipelines_score_as_each_alone(model, pipeline):
             k: alone[k] for k in ("miou", "iou", "map50", "map50_95", "ap50")}
 
 
-def test_evaluation_keeps_every_peak_above_the_floor_while_the_node_keeps_its_threshold(model, pipeline):
-    node = Pipeline.from_model_files([model], threads=1)  # the node's default threshold, 0.3
+def test_evaluation_keeps_every_peak_above_the_floor_while_the_node_keeps_its_threshold(geometry_model, pipeline):
+    node = Pipeline.from_model_files([geometry_model], threads=1)  # the node's default threshold, 0.3
     frame = red_frame()
     assert pipeline.score_threshold == SCORE_FLOOR
     assert len(pipeline.run_bgr(frame).detections) == 2 and len(node.run_bgr(frame).detections) == 1
@@ -109,7 +104,7 @@ def test_decode_errors_are_counted(pipeline):
     assert result.evaluated == 1 and [e["key"] for e in result.decode_errors] == ["bad"]
 
 
-def test_one_report_for_several_models(tmp_path, model, pipeline):
+def test_one_report_for_several_models(tmp_path, geometry_model, pipeline):
     samples = [Sample(red_frame(), str(i), truth(i % 2), Detections.from_lists([[8, 8, 40, 40]], [0]))
                for i in range(2)]
     source = ListSource(samples, pipeline.spec, name="two frames")

@@ -18,7 +18,6 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from graph_utils import spin_until
-from model_fixtures import make_geometry_model
 from perception_core.model_spec import ModelSpec
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.resources import package_file
@@ -35,10 +34,6 @@ pytestmark = pytest.mark.ros
 STATUS = "/multitask_perception: pipeline"
 
 
-@pytest.fixture(scope="module")
-def geometry_model(tmp_path_factory):
-    return str(make_geometry_model(tmp_path_factory.mktemp("geometry")))
-
 
 class Harness:
     """The node under test plus a peer node that feeds it frames and records what it publishes."""
@@ -46,7 +41,7 @@ class Harness:
     def __init__(self, model: str, image_qos=qos_profile_sensor_data, **params) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        overrides = [Parameter("model", value=model), Parameter("diagnostics_period", value=0.2)]
+        overrides = [Parameter("model", value=str(model)), Parameter("diagnostics_period", value=0.2)]
         self.node = MultitaskNode(context=self.context, parameter_overrides=overrides + [
             Parameter(k, value=v) for k, v in params.items()])
         self.peer = rclpy.create_node("peer", context=self.context)

@@ -32,10 +32,6 @@ pytestmark = pytest.mark.ros
 NODE = "perception_nodes.multitask_node"
 
 
-@pytest.fixture(scope="module")
-def geometry_model(tmp_path_factory):
-    return str(make_geometry_model(tmp_path_factory.mktemp("geometry")))
-
 
 def test_camera_to_node_to_subscriber_with_the_bundled_model(ros_peer):
     node, executor = ros_peer

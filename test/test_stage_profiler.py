@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from model_fixtures import make_geometry_model
 from perception_core.evaluation.record import record_simulation
 from perception_core.pipeline.pipeline import STAGES, TOTAL
 from perception_nodes.processes import NodeProcess
@@ -12,10 +11,6 @@ from perception_nodes.processes import NodeProcess
 pytestmark = pytest.mark.ros
 PROFILER = "perception_nodes.stage_profiler_node"
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return str(make_geometry_model(tmp_path_factory.mktemp("geometry")))
 
 
 def read_report(out_dir):
@@ -26,7 +21,8 @@ def read_report(out_dir):
 
 
 @pytest.mark.parametrize("source", ["sim", "bag"])
-def test_offline_sources(tmp_path, model, source):
+def test_offline_sources(tmp_path, geometry_model, source):
+    model = geometry_model
     params = [f"configurations:=[{model}, {model}+{model}]", "frames:=4", "repeats:=2", "warmup:=1",
               f"out_dir:={tmp_path}", f"source:={source}"]
     if source == "bag":
@@ -46,9 +42,9 @@ def test_offline_sources(tmp_path, model, source):
     assert accuracy["geometry"]["miou"] == accuracy["geometry+geometry"]["miou"] > 0
 
 
-def test_live_capture_from_the_camera(tmp_path, model):
+def test_live_capture_from_the_camera(tmp_path, geometry_model):
     with NodeProcess("perception_nodes.synthetic_camera_node", "rate:=20.0", "loop_frames:=2"):
-        code, output = NodeProcess(PROFILER, f"configurations:=[{model}]", "source:=live", "frames:=3",
+        code, output = NodeProcess(PROFILER, f"configurations:=[{geometry_model}]", "source:=live", "frames:=3",
                                    "repeats:=1", "warmup:=0", f"out_dir:={tmp_path}").run_to_exit(timeout=90)
     assert code == 0, output
     report = read_report(tmp_path)
