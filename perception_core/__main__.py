@@ -1,5 +1,5 @@
-"""``python -m perception_core <command>``: train, export, quantize, evaluate (--sim or --bag), plot,
-record, bench, build-engine.
+"""``python -m perception_core <command>``: train, export, quantize, evaluate (--sim, --bag or --data),
+dataset (export-sim, check), plot, record, bench, build-engine.
 
 TensorFlow is imported only by the commands that need it (train, export, quantize), after the
 thread and log settings are in place; evaluate runs on ONNX Runtime (LiteRT for .tflite files) alone.
@@ -69,6 +69,11 @@ def cmd_evaluate(args) -> int:
 
         source = BagSource(args.bag, next(iter(pipelines.values())).spec, args.topic)
         source_info = source.info
+    elif args.data:  # a folder dataset names its classes: they must be the model's
+        from perception_core.datasets.folder import open_dataset
+
+        source = open_dataset(args.data, args.split)
+        source_info = source.info
     else:
         from perception_core.datasets.simulator import SimulatorSource
 
@@ -82,6 +87,63 @@ def cmd_evaluate(args) -> int:
     if args.report:
         print(f"report: {write_report(args.report, results, source_info, threads=args.threads)}")
     return 0
+
+
+def cmd_dataset_export_sim(args) -> int:
+    from perception_core.datasets.export_sim import export_sim
+
+    path = export_sim(args.out, args.frames, args.format, seed=args.seed, tasks=args.tasks,
+                      val_frames=args.val_frames, start=args.start)
+    print(f"wrote {path}")
+    return 0
+
+
+def _plot_dataset_check(report, out: str) -> None:
+    """Histograms of a checked dataset: object sizes, boxes and segmentation pixels per class, per split."""
+    import numpy as np
+
+    from perception_core.datasets.check import SMALL_OBJECT_PX
+    from perception_core.plotting import pyplot, save
+
+    plt = pyplot()
+    spec, splits = report.spec, report.splits
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    bins = np.geomspace(2, 2048, 34)
+    width = 0.8 / max(len(splits), 1)
+    for k, (name, stats) in enumerate(splits.items()):
+        if stats.box_sizes:
+            axes[0].hist(np.clip(stats.box_sizes, bins[0], bins[-1]), bins=bins, histtype="step",
+                         label=f"{name}: {100 * stats.small_share():.1f} % < {SMALL_OBJECT_PX} px")
+        det_x = np.arange(spec.num_det_classes) + k * width
+        axes[1].bar(det_x, [stats.boxes[c] for c in range(spec.num_det_classes)], width, label=name)
+        total = max(sum(stats.seg_pixels.values()) + stats.ignore_pixels, 1)
+        seg_x = np.arange(spec.num_seg_classes) + k * width
+        axes[2].bar(seg_x, [100 * stats.seg_pixels[c] / total for c in range(spec.num_seg_classes)], width,
+                    label=name)
+    axes[0].axvline(SMALL_OBJECT_PX, color="k", linestyle="--", linewidth=1)
+    axes[0].set(xscale="log", xlabel="object size sqrt(w*h) [px]", ylabel="boxes", title="object sizes")
+    centre = width * (len(splits) - 1) / 2
+    axes[1].set(xticks=np.arange(spec.num_det_classes) + centre, ylabel="boxes", title="boxes per class")
+    axes[1].set_xticklabels(spec.det_classes, rotation=45, ha="right")
+    axes[2].set(xticks=np.arange(spec.num_seg_classes) + centre, ylabel="% of pixels",
+                title="segmentation pixels per class")
+    axes[2].set_xticklabels(spec.seg_classes, rotation=45, ha="right")
+    for ax in axes:
+        ax.grid(True)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    save(fig, out)
+
+
+def cmd_dataset_check(args) -> int:
+    from perception_core.datasets.check import check_dataset
+
+    report = check_dataset(args.yaml, workers=args.workers, progress=True)
+    print(report.text(max_problems=args.max_problems))
+    if args.plots and report.spec is not None:
+        _plot_dataset_check(report, args.plots)
+        print(f"plots: {args.plots}")
+    return 1 if report.errors else 0
 
 
 def cmd_plot(args) -> int:
@@ -152,12 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
     frames = p.add_mutually_exclusive_group()
     frames.add_argument("--sim", type=int, default=500, help="number of simulator validation frames (the default)")
     frames.add_argument("--bag", help="a rosbag2 bag (mcap or sqlite3 folder or file); ground truth optional")
+    frames.add_argument("--data", help="a folder dataset's YAML (see dataset check); its classes must be the model's")
+    p.add_argument("--split", default="val", help="split of the --data dataset (default: val)")
     p.add_argument("--topic", help="camera topic of the bag (default: /image, /image/compressed or the only camera)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--report", help="write evaluation.json, report.md and its PNGs into this folder")
     p.add_argument("--overlays", type=int, default=4, help="worst frames drawn in the report")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("dataset", help="folder datasets: export simulator frames as one, check one")
+    dataset = p.add_subparsers(dest="dataset_command", required=True)
+    d = dataset.add_parser("export-sim", help="simulator frames -> DIR/dataset.yaml + images and labels "
+                           "(train: --frames from --start; val: the simulator's validation split)")
+    d.add_argument("--out", required=True, help="an empty folder")
+    d.add_argument("--frames", type=int, required=True, help="training frames")
+    d.add_argument("--format", choices=("coco", "yolo", "masks"), required=True,
+                   help="coco: COCO JSON (boxes; masks as RLE); yolo: YOLO txt boxes + PNG masks; masks: PNG masks")
+    d.add_argument("--tasks", help="seg,det, seg or det (default: seg,det; seg for masks)")
+    d.add_argument("--seed", type=int, help="simulator seed of the training frames (default: its training split)")
+    d.add_argument("--start", type=int, default=0, help="first training frame (disjoint sets: 0 and N)")
+    d.add_argument("--val-frames", type=int, help="validation frames (default: frames // 4; 0: no val split)")
+    d.set_defaults(func=cmd_dataset_export_sim)
+    d = dataset.add_parser("check", help="counts per split and class, sizes, and every problem with its file; "
+                           "exit 1 on errors")
+    d.add_argument("yaml", help="the dataset's YAML, e.g. DIR/dataset.yaml")
+    d.add_argument("--plots", help="write the histograms to this PNG")
+    d.add_argument("--workers", type=int, default=2, help="processes reading images")
+    d.add_argument("--max-problems", type=int, default=50, help="problems listed per severity")
+    d.set_defaults(func=cmd_dataset_check)
 
     p = sub.add_parser("plot", help="training-curve PNG from run directories")
     p.add_argument("--runs", nargs="+", required=True)
