@@ -92,8 +92,12 @@ def cmd_evaluate(args) -> int:
 def cmd_dataset_export_sim(args) -> int:
     from perception_core.datasets.export_sim import export_sim
 
-    path = export_sim(args.out, args.frames, args.format, seed=args.seed, tasks=args.tasks,
-                      val_frames=args.val_frames, start=args.start)
+    try:
+        path = export_sim(args.out, args.frames, args.format, seed=args.seed, tasks=args.tasks,
+                          val_frames=args.val_frames, start=args.start)
+    except (ValueError, FileExistsError) as err:
+        print(f"export-sim: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
