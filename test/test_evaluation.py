@@ -98,6 +98,13 @@ def test_frames_labelled_in_other_classes_are_refused(pipeline):
         evaluate(pipeline, ListSource([Sample(red_frame(), "x")], other))
 
 
+def test_a_segmentation_only_set_scores_the_segmentation_head_only(pipeline):
+    seg_only = pipeline.spec.relabeled(pipeline.spec.seg_classes, ())
+    result = evaluate(pipeline, ListSource([Sample(red_frame(), "x", truth(1))], seg_only))
+    assert result.segmentation is not None and result.segmentation.miou == 1.0
+    assert result.detection is None and result.scored_frames["detection"] == 0
+
+
 def test_decode_errors_are_counted(pipeline):
     corrupt = EncodedImage(b"\x00" * 10, "bgr8", 320, 240, 960)
     result = evaluate(pipeline, ListSource([Sample(corrupt, "bad"), Sample(red_frame(), "good")], pipeline.spec))

@@ -117,10 +117,13 @@ def evaluate_interleaved(pipelines: Mapping[str, Pipeline], source: FrameSource,
 
 
 def check_labels(pipeline: Pipeline, spec: DatasetSpec) -> None:
-    """Scores mean something only if the pipeline's class ids are the source's."""
+    """Scores mean something only if the pipeline's class ids are the source's.
+
+    A source with no classes for a head (a segmentation-only validation set) leaves that head unscored.
+    """
     for head, predicted, labelled in (("segmentation", pipeline.seg_classes, spec.seg_classes),
                                       ("detection", pipeline.det_classes, spec.det_classes)):
-        if predicted and tuple(predicted) != tuple(labelled):
+        if predicted and labelled and tuple(predicted) != tuple(labelled):
             raise ValueError(f"{pipeline.model_names} predicts {head} classes {list(predicted)} but the frames are "
                              f"labelled in {list(labelled)} ({spec.name or 'unnamed spec'})")
 
@@ -131,8 +134,10 @@ class FrameScorer:
     def __init__(self, pipeline: Pipeline, spec: DatasetSpec, overlays: int) -> None:
         check_labels(pipeline, spec)
         self.pipeline = pipeline
-        self.segmentation = SegmentationMetric(spec.seg_classes, spec.ignore_label) if pipeline.seg_classes else None
-        self.detection = DetectionMetric(spec.det_classes) if pipeline.det_classes else None
+        scored = lambda predicted, labelled: bool(predicted) and bool(labelled)  # noqa: E731
+        self.segmentation = (SegmentationMetric(spec.seg_classes, spec.ignore_label)
+                             if scored(pipeline.seg_classes, spec.seg_classes) else None)
+        self.detection = DetectionMetric(spec.det_classes) if scored(pipeline.det_classes, spec.det_classes) else None
         self.scored = {"segmentation": 0, "detection": 0}
         self.latency: dict[str, list[float]] = {stage: [] for stage in (*STAGES, TOTAL)}
         self.decode_errors: list[dict] = []
