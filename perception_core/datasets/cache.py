@@ -52,8 +52,17 @@ class FrameCache:
     def __len__(self):
         return len(self.images)
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])
+
     def frame_boxes(self, i):
         return self.boxes[self.offsets[i]:self.offsets[i + 1]], self.classes[self.offsets[i]:self.offsets[i + 1]]
+
+    def frame(self, i) -> FrameArrays:
+        """Frame ``i``'s (image, mask, boxes, classes), views into the cache."""
+        boxes, classes = self.frame_boxes(i)
+        return self.images[i], self.masks[i], boxes, classes
 
     def is_labelled(self, i, task: str) -> bool:
         return self.labelled is None or bool(self.labelled[i, TASKS.index(task)])

@@ -1,17 +1,18 @@
-"""Training data (framework-free): crops, flips and CenterNet targets over cached frames.
+"""Training data (framework-free): crops, flips and CenterNet targets over frames at the input scale.
 
-The frames come from a FrameSource, cached at the network's input scale (perception_core.datasets):
-the network trains at exactly the pixel scale it infers at.
+The frames come from FrameSources letterboxed to the network's input (cached in memory, or read
+from disk as they are drawn: perception_core.training.loader), so the network trains at exactly the
+pixel scale it infers at.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from perception_core.datasets.cache import FrameCache
-
 MIN_OVERLAP = 0.7  # CenterNet: a centre shifted within the Gaussian still gives IoU >= 0.7 with the box
 MIN_VISIBLE = 0.4  # a box cut by the crop is kept if this share of its area is left, else dropped
+TASK_LABELS = {"seg": "segmentation", "det": "detection"}  # head -> the Sample task that trains it
+BATCH_KEYS = ("image", "mask", "heatmap", "wh", "offset", "centers", "det_labelled", "seg_labelled")
 
 
 def gaussian_radius(h, w, min_overlap=MIN_OVERLAP):
@@ -66,36 +67,79 @@ def crop_and_flip(image, mask, boxes, classes, y0, x0, crop_hw, flip, min_visibl
     return image, mask, boxes, classes
 
 
+def task_slots(task_ratio, batch_size):
+    """{head: slots in a batch} from {head: ratio}: proportional, largest remainders first, at least one each."""
+    ratio = {head: float(r) for head, r in task_ratio.items()}
+    if any(r <= 0 for r in ratio.values()):
+        raise ValueError(f"task ratios must be positive, got {task_ratio}")
+    if batch_size < len(ratio):
+        raise ValueError(f"a batch of {batch_size} cannot hold the {len(ratio)} tasks of {task_ratio}")
+    exact = {head: batch_size * r / sum(ratio.values()) for head, r in ratio.items()}
+    slots = {head: max(1, int(v)) for head, v in exact.items()}
+    by_remainder = sorted(ratio, key=lambda head: slots[head] - exact[head])
+    for head in by_remainder[:batch_size - sum(slots.values())]:
+        slots[head] += 1
+    while sum(slots.values()) > batch_size:  # the at-least-one rule overfilled: take from the largest
+        slots[max(slots, key=slots.get)] -= 1
+    return slots
+
+
 class BatchSampler:
     """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees the same data.
 
-    ``det_labelled`` (B,) marks the images that have detection labels; the rest train no detection.
+    ``frames`` is a FrameCache, or any frames at the input scale with ``len``, ``hw``, ``frame(i)`` and
+    ``is_labelled(i, task)`` (perception_core.training.loader reads them from disk on demand).
+    ``task_ratio`` ({"seg": 1, "det": 1}) fills the batch slots in that ratio, each drawn from the
+    frames labelled for that task; None draws uniformly from all frames.
+    ``draws(step)`` makes every random choice of a batch, ``sample(draw)`` builds one image's arrays
+    (thread-safe: a loader runs it in workers), ``collate`` stacks them. ``det_labelled`` and
+    ``seg_labelled`` (B,) mark the images that have each task's labels; the rest train no such task.
     """
 
-    def __init__(self, frames: FrameCache, batch_size, crop_hw, num_det_classes, stride, seed=0):
+    def __init__(self, frames, batch_size, crop_hw, num_det_classes, stride, seed=0, task_ratio=None):
         self.frames = frames
         self.batch_size = batch_size
         self.crop_hw = tuple(crop_hw)
         self.num_det_classes = num_det_classes
         self.seed = seed
         self.stride = stride
-        full_h, full_w = frames.images.shape[1:3]
-        if self.crop_hw[0] > full_h or self.crop_hw[1] > full_w:
-            raise ValueError(f"crop {self.crop_hw} larger than cached frames {(full_h, full_w)}")
+        self.full_hw = tuple(frames.hw)
+        if self.crop_hw[0] > self.full_hw[0] or self.crop_hw[1] > self.full_hw[1]:
+            raise ValueError(f"crop {self.crop_hw} larger than cached frames {self.full_hw}")
+        self.pools = None
+        if task_ratio is not None:
+            self.pools = []
+            for head, slots in task_slots(task_ratio, batch_size).items():
+                pool = np.flatnonzero([frames.is_labelled(i, TASK_LABELS[head]) for i in range(len(frames))])
+                if not len(pool):
+                    raise ValueError(f"no frame is labelled for {TASK_LABELS[head]}: it cannot have a share of "
+                                     f"the batch")
+                self.pools.append((pool, slots))
+
+    def draws(self, step):
+        """[(frame index, crop y0, crop x0, flip)] of batch ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        if self.pools is None:
+            indices = rng.integers(len(self.frames), size=self.batch_size)
+        else:
+            indices = np.concatenate([pool[rng.integers(len(pool), size=slots)] for pool, slots in self.pools])
+        (full_h, full_w), (crop_h, crop_w) = self.full_hw, self.crop_hw
+        return [(int(i), int(rng.integers(full_h - crop_h + 1)), int(rng.integers(full_w - crop_w + 1)),
+                 bool(rng.integers(2))) for i in indices]
+
+    def sample(self, draw):
+        """One image's (image, mask, heatmap, wh, offset, centers, det_labelled, seg_labelled)."""
+        i, y0, x0, flip = draw
+        image, mask, boxes, classes = self.frames.frame(i)
+        image, mask, boxes, classes = crop_and_flip(image, mask, boxes, classes, y0, x0, self.crop_hw, flip)
+        heatmap, wh, offset, centers = centernet_targets(boxes, classes, self.crop_hw, self.num_det_classes,
+                                                         self.stride)
+        labelled = [np.float32(self.frames.is_labelled(i, task)) for task in ("detection", "segmentation")]
+        return (image, mask, heatmap, wh, offset, centers, *labelled)
+
+    @staticmethod
+    def collate(samples):
+        return {key: np.stack(values) for key, values in zip(BATCH_KEYS, zip(*samples))}
 
     def __call__(self, step):
-        rng = np.random.default_rng([self.seed, step])
-        full_h, full_w = self.frames.images.shape[1:3]
-        out = {k: [] for k in ("image", "mask", "heatmap", "wh", "offset", "centers", "det_labelled")}
-        for i in rng.integers(len(self.frames), size=self.batch_size):
-            boxes, classes = self.frames.frame_boxes(i)
-            y0 = int(rng.integers(full_h - self.crop_hw[0] + 1))
-            x0 = int(rng.integers(full_w - self.crop_hw[1] + 1))
-            image, mask, boxes, classes = crop_and_flip(self.frames.images[i], self.frames.masks[i], boxes, classes,
-                                                        y0, x0, self.crop_hw, bool(rng.integers(2)))
-            heatmap, wh, offset, centers = centernet_targets(boxes, classes, self.crop_hw, self.num_det_classes,
-                                                             self.stride)
-            labelled = np.float32(self.frames.is_labelled(i, "detection"))
-            for key, value in zip(out, (image, mask, heatmap, wh, offset, centers, labelled)):
-                out[key].append(value)
-        return {k: np.stack(v) for k, v in out.items()}
+        return self.collate([self.sample(draw) for draw in self.draws(step)])

@@ -56,6 +56,11 @@ def detection_losses(outputs, targets):
     }
 
 
+def labelled_tasks(data, heads):
+    """{head: 1.0 if any image of the batch is labelled for that head's task, else 0.0}."""
+    return {head: tf.reduce_max(tf.cast(data[f"{head}_labelled"], tf.float32)) for head in heads}
+
+
 def task_losses(outputs, data, heads, ignore_label):
     """({"seg","det"} task losses for ``heads``, the detection loss's parts) from one batch."""
     losses, parts = {}, {}
@@ -65,6 +70,14 @@ def task_losses(outputs, data, heads, ignore_label):
         parts = detection_losses(outputs, data)
         losses["det"] = parts["heatmap"] + WH_WEIGHT * parts["wh"] + OFFSET_WEIGHT * parts["offset"]
     return losses, parts
+
+
+def batch_loss(model, balancer, data, heads, ignore_label):
+    """(total, task losses, detection parts) of one batch through ``model`` in training mode: the training step's
+    loss. An image trains only the tasks it is labelled for; a task no image of the batch is labelled for adds
+    nothing."""
+    losses, parts = task_losses(model(data["image"], training=True), data, heads, ignore_label)
+    return balancer(losses, labelled_tasks(data, heads)), losses, parts
 
 
 class TaskBalancer(keras.layers.Layer):
@@ -103,8 +116,12 @@ class TaskBalancer(keras.layers.Layer):
             return {t: tf.constant(w) for t, w in self.task_weights.items()}
         return {t: self.task_weights[t] * tf.exp(-self.log_vars[t]) for t in self.tasks}
 
-    def call(self, task_losses):
+    def call(self, task_losses, present=None):
+        """The total loss; ``present`` ({task: 0.0 or 1.0}, see :func:`labelled_tasks`) drops the terms of
+        tasks no image of the batch is labelled for: their loss is a constant 0, and uncertainty's
+        ``+ s_t`` alone would only drive that task's weight up."""
+        present = present or {t: 1.0 for t in self.tasks}
         if self.mode == "fixed" or len(self.tasks) == 1:
-            return tf.add_n([self.task_weights[t] * task_losses[t] for t in self.tasks])
+            return tf.add_n([self.task_weights[t] * task_losses[t] * present[t] for t in self.tasks])
         return tf.add_n([self.task_weights[t] * (tf.exp(-self.log_vars[t]) * task_losses[t] + self.log_vars[t])
-                         for t in self.tasks])
+                         * present[t] for t in self.tasks])

@@ -1,4 +1,4 @@
-"""The network: a MobileNetV2 pyramid backbone, an FPN neck, segmentation and CenterNet heads.
+"""The network: a keras.applications pyramid backbone (BACKBONES), an FPN neck, segmentation and CenterNet heads.
 
 One builder makes the multitask model and the two single-task baselines, so they share every
 line of backbone, neck and head code and differ only in which heads sit on the shared features.
@@ -8,6 +8,11 @@ heads are sized from the DatasetSpec it trains on and which builds its own infer
 """
 
 from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -24,41 +29,114 @@ HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) = 0.1: every heatmap cell starts at
 HEAD_INIT_STDDEV = 0.01  # small head kernels keep the first focal losses moderate on a warm-started trunk
 TOP_K = 100  # peaks the inference graph returns per frame (fixed-size outputs; callers threshold)
 
-# MobileNetV2 layers whose outputs are the strides 4/8/16/32; P5 skips the 1280-channel top layer.
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """One keras.applications model: its constructor, width and the layers tapped as pyramid levels."""
+
+    application: str  # keras.applications constructor
+    alpha: float
+    taps: dict  # "Pn" (stride 2**n) -> layer name; names the application sets itself (no global counters)
+    options: dict = field(default_factory=dict)  # extra constructor arguments
+
+
+# Levels are the last layer at each stride: MobileNetV2's expansion of the first block at the next
+# stride (P5 skips the 1280-channel top layer), MobileNetV3's last block output at that stride.
 _MOBILENET_V2_TAPS = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu", "P4": "block_13_expand_relu",
                       "P5": "block_16_project_BN"}
+# include_preprocessing=False: the backbone normalises (x / 127.5 - 1, what MobileNetV3's own layer does)
+_V3 = {"include_preprocessing": False}
+BACKBONES = {
+    "mobilenet_v2_0.5": BackboneEntry("MobileNetV2", 0.5, _MOBILENET_V2_TAPS),
+    "mobilenet_v2_1.0": BackboneEntry("MobileNetV2", 1.0, _MOBILENET_V2_TAPS),
+    "mobilenet_v3_small": BackboneEntry("MobileNetV3Small", 1.0, {
+        "P2": "expanded_conv_project_bn", "P3": "expanded_conv_2_add", "P4": "expanded_conv_7_add",
+        "P5": "expanded_conv_10_add"}, _V3),
+    "mobilenet_v3_large": BackboneEntry("MobileNetV3Large", 1.0, {
+        "P2": "expanded_conv_2_add", "P3": "expanded_conv_5_add", "P4": "expanded_conv_11_add",
+        "P5": "expanded_conv_14_add"}, _V3),
+}
+DEFAULT_BACKBONE = "mobilenet_v2_0.5"
+BACKBONE_WEIGHTS = ("none", "imagenet")  # or the path of a backbone's .weights.h5
 
 _register = keras.saving.register_keras_serializable(package="perception_core")
 
 
-@_register
-class MobileNetV2Backbone(keras.Model):
-    """uint8 NHWC image -> {"P2","P3","P4","P5"} features; normalisation happens inside the graph."""
+class BackboneWeightsError(RuntimeError):
+    """Pretrained backbone weights that cannot be had: the message is one line saying what to do."""
 
-    def __init__(self, image_shape=(256, 320, 3), alpha=0.5, bn_momentum=BN_MOMENTUM, **kwargs):
+
+def _keras_cache_dir():
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+@_register
+class Backbone(keras.Model):
+    """uint8 NHWC image -> {"P2","P3","P4","P5"} features of a BACKBONES entry; normalisation is in the graph.
+
+    ``weights`` "imagenet" loads Keras's pretrained weights (its own download and cache); a path
+    loads a backbone's ``.weights.h5`` (as ``save_weights`` wrote it); None or "none" starts fresh.
+    """
+
+    def __init__(self, image_shape=(256, 320, 3), arch=DEFAULT_BACKBONE, alpha=None, bn_momentum=BN_MOMENTUM,
+                 weights=None, **kwargs):
+        if arch not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {arch!r}")
+        entry = BACKBONES[arch]
+        alpha = entry.alpha if alpha is None else alpha
+        weights = None if weights in (None, "none") else weights
         # === Layers ===
         inputs = keras.Input(shape=tuple(image_shape), dtype="uint8", name="image")
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
-        base = keras.applications.MobileNetV2(input_tensor=x, alpha=alpha, include_top=False, weights=None)
+        application = getattr(keras.applications, entry.application)
+        try:
+            base = application(input_tensor=x, alpha=alpha, include_top=False,
+                               weights="imagenet" if weights == "imagenet" else None, **entry.options)
+        except Exception as exc:  # Keras's download failure is a bare Exception naming the URL
+            url = re.search(r"https?://\S+?\.h5", str(exc))
+            if weights != "imagenet" or url is None:
+                raise
+            name = url.group(0).rsplit("/", 1)[-1]
+            reason = str(exc).rsplit(" -- ", 1)[-1]
+            raise BackboneWeightsError(
+                f"--backbone-weights imagenet: Keras could not download {name} ({reason}); on a "
+                f"machine without internet, copy {name} from a connected machine's Keras cache into "
+                f"{_keras_cache_dir()}/") from None
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
         # === Functional Model ===
-        pyramid = {key: base.get_layer(name).output for key, name in _MOBILENET_V2_TAPS.items()}
+        pyramid = {key: base.get_layer(name).output for key, name in entry.taps.items()}
         super().__init__(inputs=inputs, outputs=pyramid, **kwargs)
+        if weights not in (None, "imagenet"):
+            if not Path(weights).is_file():
+                raise BackboneWeightsError(f"--backbone-weights {weights}: no such file (expected a backbone's "
+                                           f".weights.h5, e.g. a run's backbone.weights.h5)")
+            self.load_weights(weights)
         # === Config ===
         self.image_shape = tuple(image_shape)
+        self.arch = arch
         self.alpha = alpha
         self.bn_momentum = bn_momentum
         self.pyramid_outputs = pyramid
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "image_shape": list(self.image_shape),
-                "alpha": self.alpha, "bn_momentum": self.bn_momentum}
+                "arch": self.arch, "alpha": self.alpha, "bn_momentum": self.bn_momentum}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@_register
+class MobileNetV2Backbone(Backbone):
+    """The MobileNetV2 entries. Keras weight files name a model's layers by class, so this name keeps
+    every run saved before the backbone table loadable."""
+
+
+def backbone_class(arch):
+    return MobileNetV2Backbone if BACKBONES[arch].application == "MobileNetV2" else Backbone
 
 
 @_register
@@ -349,10 +427,15 @@ class PerceptionModel(keras.Model):
         return cls(**config)
 
 
-def build_model(variant, image_shape, spec, alpha=0.5, neck_channels=64, head_channels=64, det_stride=DET_STRIDE,
-                detail_channels=32):
-    """The one builder for all variants: same backbone, neck and heads, different head sets, sized from ``spec``."""
-    backbone = MobileNetV2Backbone(image_shape=image_shape, alpha=alpha, name="backbone")
+def build_model(variant, image_shape, spec, backbone=DEFAULT_BACKBONE, alpha=None, neck_channels=64, head_channels=64,
+                det_stride=DET_STRIDE, detail_channels=32, backbone_weights=None):
+    """The one builder for all variants: same backbone, neck and heads, different head sets, sized from ``spec``.
+
+    ``backbone`` names a BACKBONES entry (``alpha`` overrides its width, e.g. for tiny test models);
+    ``backbone_weights`` is "imagenet", a backbone ``.weights.h5`` path, or None/"none" (fresh).
+    """
+    backbone = backbone_class(backbone)(image_shape=image_shape, arch=backbone, alpha=alpha, weights=backbone_weights,
+                                        name="backbone")
     return PerceptionModel(backbone, spec, variant=variant, neck_channels=neck_channels, head_channels=head_channels,
                            det_stride=det_stride, detail_channels=detail_channels, name=variant)
 

@@ -1,18 +1,21 @@
 """Training: a Trainer whose parts read one at a time (data, model, optimizers, step, checkpoint, log).
 
-Frames come from a FrameSource (default: the simulator's training split, cached at the input
-scale). Batches are deterministic, so a resumed run sees the data it would have seen; checkpoints
-are written atomically; the loss history goes to a CSV and TensorBoard. The run's config.json
-records the DatasetSpec it trained on, and export copies it into the model's sidecar.
+Frames come from one or more FrameSources (default: the simulator's training split, cached at the
+input scale; folder datasets are read from disk as batches are drawn, by worker threads). Several
+datasets may each be labelled for one task: an image trains only the tasks it is labelled for, and
+``task_ratio`` sets each task's share of a batch. Batches are deterministic, so a resumed run sees
+the data it would have seen; checkpoints are written atomically; the loss history goes to a CSV and
+TensorBoard. The run's config.json records the DatasetSpec, the datasets and the backbone, and export
+copies them into the model's sidecar.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -20,11 +23,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from perception_core.datasets.cache import frames_at_scale
 from perception_core.datasets.simulator import SimulatorSource
 from perception_core.datasets.spec import DatasetSpec
-from perception_core.training.data import BatchSampler
-from perception_core.training.losses import TaskBalancer, task_losses
+from perception_core.training.data import TASK_LABELS, BatchSampler
+from perception_core.training.loader import Prefetcher, combined_spec, training_frames
+from perception_core.training.losses import TaskBalancer, batch_loss, task_losses
 from perception_core.training.model import BN_MOMENTUM, HEADS, build_model, copy_matching_weights
 
 TASK_VARIANTS = {"multitask": "multitask", "seg": "seg_only", "det": "det_only"}
@@ -37,7 +40,7 @@ FINAL_LR = 0.02  # the cosine decay ends at this fraction of the peak rate: the 
 AUGMENTATION = "crop+hflip"  # what BatchSampler does, recorded in the run's settings
 PROGRESS_INTERVAL_S = 5  # the progress bar redraws at most this often (short logs under CI)
 LEGACY_DET_STRIDE = 8  # runs saved before the stride-4 head carry no det_stride in their config: theirs was 8
-TASK_LABELS = {"seg": "segmentation", "det": "detection"}  # head -> the Sample task that trains it
+BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # a run's backbone, for --backbone-weights of the next run
 
 
 def _save_checkpoint(ckpt, model, optimizers, balancer, step):
@@ -78,17 +81,23 @@ def train(task="multitask", **options):
 class Trainer:
     """One training run of one variant; ``run()`` trains it and returns the run directory.
 
-    ``source`` is any FrameSource (default: the first ``frames`` frames of the simulator's training
-    split at ``image_hw``); the heads are sized from its spec. Samples without a mask train no
+    ``source`` is a FrameSource or a list of them (default: the first ``frames`` frames of the
+    simulator's training split at ``image_hw``); the heads are sized from their combined spec
+    (:func:`~perception_core.training.loader.combined_spec`). Samples without a mask train no
     segmentation (ignore label), samples without detections train no detection (masked loss), and a
-    head that no sample is labelled for is refused. ``init_from`` (a run directory) warm-starts every
-    layer whose name and shape match that run's weights; the rest (e.g. a new head) starts fresh.
+    head that no sample is labelled for is refused. ``task_ratio`` ({"seg": 1, "det": 1}) fills each
+    batch's slots per task in that ratio from the frames labelled for it; None draws uniformly when
+    every frame is labelled for every head, else in equal shares. ``workers`` threads build batches.
+    ``backbone_weights``: "imagenet", a backbone ``.weights.h5`` or None/"none" (fresh).
+    ``init_from`` (a run directory) warm-starts every layer whose name and shape match that run's
+    weights; the rest (e.g. a new head) starts fresh. ``datasets`` are records of the datasets the
+    sources were read from (YAML, sha256, counts), kept in the run's settings.
     """
 
     def __init__(self, task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
                  image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
                  seg_weight=1.0, det_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None,
-                 source=None, init_from=None):
+                 source=None, init_from=None, task_ratio=None, workers=2, backbone_weights=None, datasets=None):
         _use_threads(threads)
         keras.utils.set_random_seed(seed)
         self.out, self.ckpt = Path(out), Path(out) / "checkpoint"
@@ -97,20 +106,24 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.variant = TASK_VARIANTS[task]
         self.heads = HEADS[self.variant]
-        self.steps, self.checkpoint_every, self.log_every = steps, checkpoint_every, log_every
-        source, frame_cache = self._data(source, frames, tuple(image_hw))
-        self.spec = source.spec
-        self.model = build_model(self.variant, tuple(crop_hw) + (3,), self.spec, **(model_kwargs or {}))
-        self.sampler = BatchSampler(frame_cache, batch, crop_hw, self.spec.num_det_classes, self.model.det_stride,
-                                    seed=seed)
+        self.steps, self.checkpoint_every, self.log_every, self.workers = steps, checkpoint_every, log_every, workers
+        sources, self.spec, frame_data = self._data(source, frames, tuple(image_hw))
+        task_ratio = self._task_ratio(task_ratio, frame_data)
+        self.model = build_model(self.variant, tuple(crop_hw) + (3,), self.spec, backbone_weights=backbone_weights,
+                                 **(model_kwargs or {}))
+        self.sampler = BatchSampler(frame_data, batch, crop_hw, self.spec.num_det_classes, self.model.det_stride,
+                                    seed=seed, task_ratio=task_ratio)
         self.balancer, self.schedule, self.optimizers = self._optimizers(lr, balance, seg_weight, det_weight)
         self.settings = {
             "task": task, "variant": self.variant, "steps": steps, "batch": batch, "seed": seed,
-            "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_cache), "lr": lr,
+            "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_data), "lr": lr,
             "balance": balance, "balance_lr": BALANCE_LR, "seg_weight": seg_weight, "det_weight": det_weight,
             "bn_momentum": BN_MOMENTUM, "augmentation": AUGMENTATION, "model_kwargs": model_kwargs or {},
             "command": " ".join(["python -m perception_core"] + sys.argv[1:]), "params": int(self.model.count_params()),
-            "source": source.name, "dataset": self.spec.to_dict()}
+            "source": " + ".join(s.name for s in sources), "dataset": self.spec.to_dict(),
+            "backbone": self.model.backbone.arch, "backbone_weights": _weights_record(backbone_weights),
+            "task_ratio": task_ratio, "workers": workers,
+            **({"datasets": list(datasets)} if datasets else {})}
         self.start = self._restore(resume, init_from, tuple(crop_hw))
         for optimizer, group in self.optimizers:  # slots exist before tracing: the step is traced once, not twice
             optimizer.build(group)
@@ -118,14 +131,29 @@ class Trainer:
 
     # === Data ===
     def _data(self, source, frames, image_hw):
-        """(source, its frames at the network's input scale); refuses a head no sample is labelled for."""
+        """(sources, their combined spec, their frames at the network's input scale); refuses a head no sample
+        is labelled for."""
         source = SimulatorSource("train", frames, image_hw) if source is None else source
-        frame_cache = frames_at_scale(source, image_hw)
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        spec = combined_spec([s.spec for s in sources])
+        frame_data = training_frames(sources, image_hw, spec)
         for head in self.heads:
-            if not frame_cache.labelled_count(TASK_LABELS[head]):
-                raise ValueError(f"{source.name} has no {TASK_LABELS[head]} labels: choose a variant without "
-                                 f"the {head} head")
-        return source, frame_cache
+            if not frame_data.labelled_count(TASK_LABELS[head]):
+                raise ValueError(f"{' + '.join(s.name for s in sources)} has no {TASK_LABELS[head]} labels: choose "
+                                 f"a variant without the {head} head")
+        return sources, spec, frame_data
+
+    def _task_ratio(self, task_ratio, frame_data):
+        """The ratio batches are drawn in: as given, else None (uniform) when every frame is labelled for every
+        head, else equal shares (a small dataset labelled for one task is not drowned by a large one)."""
+        if task_ratio is not None:
+            unknown = set(task_ratio) - set(self.heads)
+            if unknown or len(task_ratio) != len(self.heads):
+                raise ValueError(f"task ratio {task_ratio} must name exactly the heads {list(self.heads)}")
+            return {head: float(task_ratio[head]) for head in self.heads}
+        if all(frame_data.labelled_count(TASK_LABELS[head]) == len(frame_data) for head in self.heads):
+            return None
+        return {head: 1.0 for head in self.heads}
 
     # === Optimizers and task balancing ===
     def _optimizers(self, lr, balance, seg_weight, det_weight):
@@ -169,8 +197,7 @@ class Trainer:
         @tf.function(jit_compile=False, reduce_retracing=True)
         def train_step(data):
             with tf.GradientTape() as tape:
-                losses, parts = task_losses(model(data["image"], training=True), data, heads, ignore_label)
-                total = balancer(losses)
+                total, losses, parts = batch_loss(model, balancer, data, heads, ignore_label)
             grads = iter(tape.gradient(total, variables))
             for optimizer, group in optimizers:
                 optimizer.apply_gradients([(next(grads), v) for v in group])
@@ -182,19 +209,18 @@ class Trainer:
     def run(self):
         train_step = self._compile_step()
         log = RunLog(self.out, fresh=self.start == 0)
-        pool = ThreadPoolExecutor(1)  # the next batch is built while TF runs this one
-        pending = pool.submit(self.sampler, self.start)
+        loader = Prefetcher(self.sampler, self.start, self.steps, self.workers)  # batches built while TF runs
+        data = loader.get(self.start) if self.start < self.steps else None
+        loader.waits, loader.wait_s = 0, 0.0  # the first batch is always waited for: count the steps after it
         if self.start == 0 and self.balancer.trainable_weights:  # learned weights only (uncertainty, two tasks)
-            first = pending.result()
-            outputs = self.model(tf.constant(first["image"]), training=False)
-            self.balancer.start_at(task_losses(outputs, first, self.heads, self.spec.ignore_label)[0])
+            outputs = self.model(tf.constant(data["image"]), training=False)
+            self.balancer.start_at(task_losses(outputs, data, self.heads, self.spec.ignore_label)[0])
         tick, t_start = time.perf_counter(), time.perf_counter()
         bar = tqdm(range(self.start, self.steps), initial=self.start, total=self.steps, desc=f"train {self.variant}",
                    mininterval=PROGRESS_INTERVAL_S)
         for step in bar:
-            data = pending.result()
-            if step + 1 < self.steps:
-                pending = pool.submit(self.sampler, step + 1)
+            if step > self.start:
+                data = loader.get(step)
             total, losses, parts, weights = train_step({k: tf.constant(v) for k, v in data.items()})
             done = step + 1
             if done % self.log_every == 0 or done == self.steps:
@@ -205,13 +231,23 @@ class Trainer:
                 row.update({k: float(v) for k, v in {**losses, **parts}.items()})
                 row.update({f"w_{k}": float(v) for k, v in weights.items()})
                 log.write(row)
-                bar.set_postfix(loss=f"{row['total']:.3f}", s_step=f"{row['sec_per_step']:.2f}")
+                bar.set_postfix(loss=f"{row['total']:.3f}", **{k: f"{float(v):.3f}" for k, v in losses.items()},
+                                img_s=f"{self.sampler.batch_size / row['sec_per_step']:.1f}",
+                                waits=loader.waits)
             if done % self.checkpoint_every == 0 or done == self.steps:
                 _save_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer, done)
-        pool.shutdown()
+        loader.close()
         log.close()
-        self.settings["train_seconds_this_session"] = round(time.perf_counter() - t_start, 1)
+        seconds = time.perf_counter() - t_start
+        after_first = max(0, self.steps - self.start - 1)
+        images_per_s = self.sampler.batch_size * (self.steps - self.start) / max(seconds, 1e-9)
+        print(f"data: {loader.waits} of {after_first} steps after the first waited for their batch "
+              f"({loader.wait_s:.1f} s of {seconds:.1f} s); {images_per_s:.1f} images/s")
+        self.model.backbone.save_weights(self.out / BACKBONE_WEIGHTS_FILE)
+        self.settings["train_seconds_this_session"] = round(seconds, 1)
         self.settings["train_seconds_total"] = round(_logged_seconds(self.out / "history.csv"), 1)
+        self.settings["data"] = {"steps_after_first": after_first, "waits": loader.waits,
+                                 "wait_seconds": round(loader.wait_s, 2), "images_per_second": round(images_per_s, 1)}
         self._write_config()
         return self.out
 
@@ -238,6 +274,13 @@ class RunLog:
     def close(self):
         self.file.close()
         self.writer.close()
+
+
+def _weights_record(weights):
+    """What a run records about its backbone's starting weights: none, imagenet, or a file and its sha256."""
+    if weights in (None, "none", "imagenet"):
+        return {"source": weights or "none"}
+    return {"source": str(Path(weights).resolve()), "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
 
 
 def _use_threads(threads):
