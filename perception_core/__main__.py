@@ -12,6 +12,7 @@ import os
 import sys
 
 from perception_core.resources import package_file
+from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -23,15 +24,34 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _task_ratio(text: str) -> dict[str, float]:
+    """"seg=1,det=2" -> {"seg": 1.0, "det": 2.0}."""
+    try:
+        return {head.strip(): float(value) for head, value in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. seg=1,det=1, got {text!r}") from None
+
+
 def cmd_train(args) -> int:
     _quiet_tensorflow()
+    from perception_core.training.loader import DatasetRefused, open_datasets
+    from perception_core.training.model import BackboneWeightsError
     from perception_core.training.train import train
 
-    out = train(task=args.task, steps=args.steps, batch=args.batch, out=args.out, resume=args.resume, seed=args.seed,
-                image_hw=args.image_size, crop_hw=args.crop, frames=args.frames, lr=args.lr, balance=args.balance,
-                seg_weight=args.seg_weight, det_weight=args.det_weight, checkpoint_every=args.checkpoint_every,
-                threads=args.threads, init_from=args.init_from,
-                model_kwargs={} if args.det_stride is None else {"det_stride": args.det_stride})
+    model_kwargs = {} if args.det_stride is None else {"det_stride": args.det_stride}
+    if args.backbone is not None:
+        model_kwargs["backbone"] = args.backbone
+    try:
+        sources, datasets = open_datasets(args.data, workers=args.workers) if args.data else (None, None)
+        out = train(task=args.task, steps=args.steps, batch=args.batch, out=args.out, resume=args.resume,
+                    seed=args.seed, image_hw=args.image_size, crop_hw=args.crop, frames=args.frames, lr=args.lr,
+                    balance=args.balance, seg_weight=args.seg_weight, det_weight=args.det_weight,
+                    checkpoint_every=args.checkpoint_every, threads=args.threads, init_from=args.init_from,
+                    model_kwargs=model_kwargs, source=sources, datasets=datasets, task_ratio=args.task_ratio,
+                    workers=args.workers, backbone_weights=args.backbone_weights)
+    except (DatasetRefused, BackboneWeightsError) as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 2
     print(f"trained {args.task}: {out}")
     return 0
 
@@ -166,8 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m perception_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one variant on cached simulator frames")
+    p = sub.add_parser("train", help="train one variant on folder datasets (--data) or cached simulator frames")
     p.add_argument("--task", choices=("multitask", "seg", "det"), required=True)
+    p.add_argument("--data", action="append", metavar="YAML",
+                   help="a folder dataset's YAML (repeat for several, e.g. one labelled for segmentation and one "
+                        "for detection); checked first, as dataset check does. Default: the simulator")
+    p.add_argument("--task-ratio", type=_task_ratio, metavar="seg=R,det=R",
+                   help="each task's share of a batch, drawn from the images labelled for it (default: uniform "
+                        "when every image is labelled for every head, else equal shares)")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), help=f"keras.applications backbone (default: "
+                   f"{DEFAULT_BACKBONE})")
+    p.add_argument("--backbone-weights", default="none", metavar="imagenet|PATH|none",
+                   help="backbone start: Keras's ImageNet weights (downloaded into its cache), a backbone "
+                        ".weights.h5 (e.g. a run's backbone.weights.h5), or none (fresh)")
+    p.add_argument("--workers", type=int, default=2, help="threads that read and decode training images")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", required=True, help="run directory, e.g. runs/multitask")
@@ -175,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=_hw, default=(384, 512), help="model input HxW at inference")
     p.add_argument("--crop", type=_hw, default=(192, 256), help="training crop HxW at the inference pixel scale")
-    p.add_argument("--frames", type=int, default=5000, help="training frames rendered into .cache/")
+    p.add_argument("--frames", type=int, default=5000, help="simulator training frames (without --data)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--balance", choices=("uncertainty", "fixed"), default="uncertainty")
     p.add_argument("--seg-weight", type=float, default=1.0,

@@ -23,12 +23,36 @@ import numpy as np
 
 from perception_core.codec import decode_image
 from perception_core.datasets.cache import frames_at_scale
+from perception_core.datasets.check import check_dataset
+from perception_core.datasets.folder import open_dataset
 from perception_core.datasets.source import TASKS, FrameSource
 from perception_core.datasets.spec import DatasetSpec
 from perception_core.pipeline.letterbox import letterbox, letterbox_boxes
 from perception_core.types import Detections
 
 PREFETCH_BATCHES = 2  # batches in flight ahead of the training step
+
+
+class DatasetRefused(ValueError):
+    """A dataset training cannot use as described (its check report, or a conflict between datasets)."""
+
+
+def open_datasets(yaml_paths: Sequence[str], split: str = "train", workers: int = 2) -> tuple[list, list[dict]]:
+    """Each dataset YAML checked as ``dataset check`` checks it (one with errors is refused with its report),
+    then its ``split`` opened; returns (sources, records for the run: YAML, sha256, classes, images per split
+    and task)."""
+    sources, records = [], []
+    for path in yaml_paths:
+        report = check_dataset(path, workers=workers, progress=True)
+        if report.errors:
+            raise DatasetRefused(f"{path} has errors; fix them or leave the files out:\n{report.text()}")
+        source = open_dataset(path, split)
+        sources.append(source)
+        records.append({"yaml": str(source.yaml_path), "yaml_sha256": source.yaml_sha256, "split": split,
+                        "spec": source.spec.to_dict(),
+                        "counts": {name: {"images": stats.images, **{t: stats.labelled[t] for t in TASKS}}
+                                   for name, stats in report.splits.items()}})
+    return sources, records
 
 
 def combined_spec(specs: Sequence[DatasetSpec]) -> DatasetSpec:
@@ -45,13 +69,13 @@ def combined_spec(specs: Sequence[DatasetSpec]) -> DatasetSpec:
         labelled = [s for s in specs if getattr(s, attr)]
         for other in labelled[1:]:
             if getattr(other, attr) != getattr(labelled[0], attr):
-                raise ValueError(f"{task} classes differ between datasets {labelled[0].name!r} "
+                raise DatasetRefused(f"{task} classes differ between datasets {labelled[0].name!r} "
                                  f"{list(getattr(labelled[0], attr))} and {other.name!r} {list(getattr(other, attr))}: "
                                  f"give them one class list (a label_map in the dataset YAML)")
         chosen[task] = labelled[0] if labelled else None
     ignore = {s.ignore_label for s in specs}
     if len(ignore) > 1:
-        raise ValueError(f"the datasets' ignore labels differ ({sorted(ignore)}): give them one ignore_label")
+        raise DatasetRefused(f"the datasets' ignore labels differ ({sorted(ignore)}): give them one ignore_label")
     seg, det = chosen["segmentation"], chosen["detection"]
     return DatasetSpec(seg.seg_classes if seg else (), det.det_classes if det else (),
                        seg_colors_bgr=seg.seg_colors_bgr if seg else None, ignore_label=ignore.pop(),

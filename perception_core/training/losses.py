@@ -12,10 +12,15 @@ FOCAL_EPS = 1e-4  # heatmap clipped to [eps, 1-eps]: log(0) never reaches the lo
 MIN_TASK_LOSS = 1e-6  # floor of a loss before its log (uncertainty weights start at log(first loss))
 
 
-def segmentation_loss(logits, mask, ignore_label):
-    """Mean softmax cross-entropy over pixels whose label is not ``ignore_label``. mask: (B,H,W) uint8."""
+def segmentation_loss(logits, mask, ignore_label, labelled=None):
+    """Mean softmax cross-entropy over pixels whose label is not ``ignore_label``. mask: (B,H,W) uint8.
+
+    ``labelled`` (B,) is 1 for images with segmentation labels: the others add no pixel, whatever their mask.
+    """
     labels = tf.cast(mask, tf.int32)
     valid = tf.not_equal(labels, ignore_label)
+    if labelled is not None:
+        valid = tf.logical_and(valid, tf.reshape(tf.cast(labelled, tf.bool), [-1, 1, 1]))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
     valid = tf.cast(valid, ce.dtype)
     return tf.reduce_sum(ce * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
@@ -25,7 +30,7 @@ def focal_loss(pred, target, labelled):
     """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the object count.
 
     ``labelled`` (B,) is 1 for images with detection labels, 0 for the others: an image without
-    labels must not teach "no objects here".
+    labels must not teach "no objects here", and its objects, if any, count for nothing.
     """
     pred = tf.clip_by_value(pred, FOCAL_EPS, 1.0 - FOCAL_EPS)
     labelled = tf.reshape(tf.cast(labelled, tf.bool), [-1, 1, 1, 1])
@@ -33,7 +38,8 @@ def focal_loss(pred, target, labelled):
     pos_loss = tf.where(labelled, tf.math.log(pred) * tf.square(1.0 - pred) * pos, 0.0)
     neg_loss = tf.where(labelled, tf.math.log(1.0 - pred) * tf.square(pred) * tf.pow(1.0 - target, 4.0) * (1.0 - pos),
                         0.0)
-    return -(tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(tf.reduce_sum(pos), 1.0)
+    objects = tf.reduce_sum(pos * tf.cast(labelled, pred.dtype))
+    return -(tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(objects, 1.0)
 
 
 def masked_l1(pred, target, centers):
@@ -49,10 +55,11 @@ def detection_losses(outputs, targets):
     and the head's outputs stay within a few units, which a fresh head reaches in tens of steps.
     """
     log_wh = tf.math.log(tf.maximum(targets["wh"], MIN_SIZE_CELLS))
+    centers = targets["centers"] * tf.reshape(tf.cast(targets["det_labelled"], tf.float32), [-1, 1, 1, 1])
     return {
         "heatmap": focal_loss(outputs["det_heatmap"], targets["heatmap"], targets["det_labelled"]),
-        "wh": masked_l1(outputs["det_wh"], log_wh, targets["centers"]),
-        "offset": masked_l1(outputs["det_offset"], targets["offset"], targets["centers"]),
+        "wh": masked_l1(outputs["det_wh"], log_wh, centers),
+        "offset": masked_l1(outputs["det_offset"], targets["offset"], centers),
     }
 
 
@@ -65,7 +72,7 @@ def task_losses(outputs, data, heads, ignore_label):
     """({"seg","det"} task losses for ``heads``, the detection loss's parts) from one batch."""
     losses, parts = {}, {}
     if "seg" in heads:
-        losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"], ignore_label)
+        losses["seg"] = segmentation_loss(outputs["seg_logits"], data["mask"], ignore_label, data.get("seg_labelled"))
     if "det" in heads:
         parts = detection_losses(outputs, data)
         losses["det"] = parts["heatmap"] + WH_WEIGHT * parts["wh"] + OFFSET_WEIGHT * parts["offset"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -19,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from perception_core.datasets.spec import DatasetSpec
+from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE
 
 VARIANTS = ("multitask", "seg_only", "det_only")
 HEADS = {"multitask": ("seg", "det"), "seg_only": ("seg",), "det_only": ("det",)}
@@ -29,35 +29,6 @@ HEATMAP_PRIOR_BIAS = -2.19  # sigmoid(-2.19) = 0.1: every heatmap cell starts at
 HEAD_INIT_STDDEV = 0.01  # small head kernels keep the first focal losses moderate on a warm-started trunk
 TOP_K = 100  # peaks the inference graph returns per frame (fixed-size outputs; callers threshold)
 
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    """One keras.applications model: its constructor, width and the layers tapped as pyramid levels."""
-
-    application: str  # keras.applications constructor
-    alpha: float
-    taps: dict  # "Pn" (stride 2**n) -> layer name; names the application sets itself (no global counters)
-    options: dict = field(default_factory=dict)  # extra constructor arguments
-
-
-# Levels are the last layer at each stride: MobileNetV2's expansion of the first block at the next
-# stride (P5 skips the 1280-channel top layer), MobileNetV3's last block output at that stride.
-_MOBILENET_V2_TAPS = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu", "P4": "block_13_expand_relu",
-                      "P5": "block_16_project_BN"}
-# include_preprocessing=False: the backbone normalises (x / 127.5 - 1, what MobileNetV3's own layer does)
-_V3 = {"include_preprocessing": False}
-BACKBONES = {
-    "mobilenet_v2_0.5": BackboneEntry("MobileNetV2", 0.5, _MOBILENET_V2_TAPS),
-    "mobilenet_v2_1.0": BackboneEntry("MobileNetV2", 1.0, _MOBILENET_V2_TAPS),
-    "mobilenet_v3_small": BackboneEntry("MobileNetV3Small", 1.0, {
-        "P2": "expanded_conv_project_bn", "P3": "expanded_conv_2_add", "P4": "expanded_conv_7_add",
-        "P5": "expanded_conv_10_add"}, _V3),
-    "mobilenet_v3_large": BackboneEntry("MobileNetV3Large", 1.0, {
-        "P2": "expanded_conv_2_add", "P3": "expanded_conv_5_add", "P4": "expanded_conv_11_add",
-        "P5": "expanded_conv_14_add"}, _V3),
-}
-DEFAULT_BACKBONE = "mobilenet_v2_0.5"
-BACKBONE_WEIGHTS = ("none", "imagenet")  # or the path of a backbone's .weights.h5
 
 _register = keras.saving.register_keras_serializable(package="perception_core")
 
