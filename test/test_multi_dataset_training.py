@@ -214,16 +214,30 @@ def per_task_datasets(tmp_path_factory):
     return root / "a" / "dataset.yaml", root / "b" / "dataset.yaml"
 
 
-def test_train_data_trains_one_multitask_model_from_per_task_datasets(tmp_path, per_task_datasets, capsys):
+@pytest.fixture(scope="module")
+def per_task_run(tmp_path_factory, per_task_datasets):
+    """``train --data A --data B``: 30 steps of the default model at 96x128; (run dir, its stdout)."""
+    import contextlib
+    import io
+
     from perception_core.__main__ import main
+
+    a, b = per_task_datasets
+    out = tmp_path_factory.mktemp("per_task_run") / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["train", "--task", "multitask", "--data", str(a), "--data", str(b), "--steps", "30", "--batch",
+                     "4", "--image-size", "96x128", "--crop", "96x128", "--lr", "5e-3", "--out", str(out),
+                     "--checkpoint-every", "30", "--threads", "1"]) == 0
+    return out, stdout.getvalue()
+
+
+def test_train_data_trains_one_multitask_model_from_per_task_datasets(per_task_datasets, per_task_run):
     from perception_core.training.train import load_trained
 
     a, b = per_task_datasets
-    out = tmp_path / "run"
-    assert main(["train", "--task", "multitask", "--data", str(a), "--data", str(b), "--steps", "30", "--batch", "4",
-                 "--image-size", "96x128", "--crop", "96x128", "--lr", "5e-3", "--out", str(out),
-                 "--checkpoint-every", "30", "--threads", "1"]) == 0
-    assert "steps after the first waited for their batch" in capsys.readouterr().out
+    out, stdout = per_task_run
+    assert "steps after the first waited for their batch" in stdout
     history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
     assert history["step"].tolist() == [10, 20, 30]
     assert history["total"][-1] < history["total"][0] and history["det"][-1] < history["det"][0]
@@ -240,6 +254,37 @@ def test_train_data_trains_one_multitask_model_from_per_task_datasets(tmp_path, 
     assert settings["data"]["steps_after_first"] == 29 and settings["data"]["waits"] >= 0
     assert (out / "backbone.weights.h5").exists()
     assert json.loads((out / "config.json").read_text())["settings"]["dataset"] == model.spec.to_dict()
+
+
+def test_the_sidecar_records_the_datasets_classes_and_backbone(tmp_path, per_task_run):
+    from perception_core.__main__ import main
+    from perception_core.model_spec import ModelSpec
+    from perception_core.training.train import load_trained
+
+    run, _ = per_task_run
+    onnx = tmp_path / "mine.onnx"
+    assert main(["export", "--checkpoint", str(run), "--out", str(onnx), "--verify-frames", "2", "--eval-frames", "2",
+                 "--threads", "1"]) == 0
+    sidecar = ModelSpec.load(onnx)
+    model, settings = load_trained(run)
+    assert sidecar.dataset == model.spec
+    assert sidecar.raw["seg_colors_bgr"] == [list(c) for c in model.spec.seg_colors_bgr]
+    training = sidecar.raw["training"]
+    assert training["datasets"] == settings["datasets"] and len(training["datasets"]) == 2
+    assert training["backbone"] == "mobilenet_v2_0.5" and training["backbone_weights"] == {"source": "none"}
+    assert sidecar.raw["metrics"]["frames"] == 2
+
+
+def test_export_of_a_model_in_other_classes_skips_simulator_metrics(tmp_path, capsys):
+    from perception_core.model_spec import ModelSpec
+    from perception_core.training.export import export
+    from perception_core.training.model import build_model
+
+    model = build_model("multitask", HW + (3,), SPEC, **TINY)
+    frames = [np.random.default_rng(i).integers(0, 256, HW + (3,), dtype=np.uint8) for i in range(2)]
+    export(None, tmp_path / "x.onnx", top_k=10, eval_frames=5, frames=frames, model=model, settings={}, threads=1)
+    assert "no sidecar metrics" in capsys.readouterr().out
+    assert ModelSpec.load(tmp_path / "x.onnx").raw["metrics"] == {}
 
 
 def test_train_refuses_a_broken_dataset_with_its_report(tmp_path, per_task_datasets, capsys):

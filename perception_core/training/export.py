@@ -118,6 +118,14 @@ def sidecar_metrics(model_path, frames, threads, source=None) -> dict:
     return {**evaluate(pipeline, source, count=frames).as_dict(), "threads": threads}
 
 
+def _simulator_classes(spec) -> bool:
+    """Whether a model in ``spec`` can be scored on simulator frames (same class lists)."""
+    from perception_core.datasets.simulator import SimulatorSource
+
+    sim = SimulatorSource.spec
+    return spec.seg_classes == sim.seg_classes and spec.det_classes == sim.det_classes
+
+
 def sidecar_fields(name, variant, precision, image_hw, outputs, top_k, stride, spec, settings, metrics,
                    extra=None):
     h, w = image_hw
@@ -136,7 +144,9 @@ def export(checkpoint, out, top_k=TOP_K, verify_frames=VERIFY_FRAMES, eval_frame
     """Export ``checkpoint`` (a run dir) to ``out``; tests pass ``model``/``settings``/``frames`` directly.
 
     The sidecar's classes are the model's: the DatasetSpec it was built for and trained on. Its
-    metrics come from ``eval_frames`` frames of ``eval_source`` (default: the simulator's validation split).
+    metrics come from ``eval_frames`` frames of ``eval_source`` (default: the simulator's validation split,
+    for a model in the simulator's classes; none for another label set). ``settings`` (the run's) carry
+    its datasets, backbone and backbone weights into the sidecar's ``training``.
     """
     import tensorflow as tf
     import tf2onnx
@@ -168,6 +178,10 @@ def export(checkpoint, out, top_k=TOP_K, verify_frames=VERIFY_FRAMES, eval_frame
                   stride=model.det_stride, spec=model.spec, settings=settings or {},
                   extra={"params": params, "verification": verification, "class_map_stride": class_map_stride})
     write_sidecar(out, sidecar_fields(precision="fp32", metrics={}, **fields))
+    if eval_frames and eval_source is None and not _simulator_classes(model.spec):
+        print(f"{out}: no sidecar metrics (the simulator's frames are not labelled in this model's classes); "
+              f"score it on your validation data: python -m perception_core evaluate --model {out} --data VAL.yaml")
+        eval_frames = 0
     if eval_frames:
         metrics = sidecar_metrics(out, eval_frames, threads, eval_source)
         write_sidecar(out, sidecar_fields(precision="fp32", metrics=metrics, **fields))

@@ -223,6 +223,8 @@ class Trainer:
                 data = loader.get(step)
             total, losses, parts, weights = train_step({k: tf.constant(v) for k, v in data.items()})
             done = step + 1
+            if step == self.start:
+                t_first = time.perf_counter()  # throughput counts from here: the first step also traces the graph
             if done % self.log_every == 0 or done == self.steps:
                 now = time.perf_counter()
                 row = {"step": done, "total": float(total), "lr": float(self.schedule(done)),
@@ -238,11 +240,12 @@ class Trainer:
                 _save_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer, done)
         loader.close()
         log.close()
-        seconds = time.perf_counter() - t_start
+        end = time.perf_counter()
+        seconds = end - t_start
         after_first = max(0, self.steps - self.start - 1)
-        images_per_s = self.sampler.batch_size * (self.steps - self.start) / max(seconds, 1e-9)
+        images_per_s = self.sampler.batch_size * after_first / max(end - t_first, 1e-9) if after_first else 0.0
         print(f"data: {loader.waits} of {after_first} steps after the first waited for their batch "
-              f"({loader.wait_s:.1f} s of {seconds:.1f} s); {images_per_s:.1f} images/s")
+              f"({loader.wait_s:.1f} s of {seconds:.1f} s); {images_per_s:.1f} images/s after the first step")
         self.model.backbone.save_weights(self.out / BACKBONE_WEIGHTS_FILE)
         self.settings["train_seconds_this_session"] = round(seconds, 1)
         self.settings["train_seconds_total"] = round(_logged_seconds(self.out / "history.csv"), 1)
