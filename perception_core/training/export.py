@@ -109,12 +109,18 @@ def verification_frames(image_hw, count):
 
 def sidecar_metrics(model_path, frames, threads, source=None) -> dict:
     """The sidecar's ``metrics``: the model's pipeline scored on the first ``frames`` frames of ``source``
-    (default: the simulator's validation split), by the one evaluation path."""
+    (default: the simulator's validation split), by the one evaluation path. Empty (with a note) when no
+    source is given and the model's classes are not the simulator's: its frames are not labelled in them."""
     from perception_core.datasets.simulator import SimulatorSource
     from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines
 
-    source = SimulatorSource("validation", frames) if source is None else source
     pipeline = evaluation_pipelines([model_path], threads)[Path(model_path).name]
+    if source is None and not _simulator_classes(pipeline.spec):
+        print(f"{model_path}: no sidecar metrics (the simulator's frames are not labelled in this model's classes); "
+              f"score it on your validation data: python -m perception_core evaluate --model {model_path} "
+              "--data VAL.yaml")
+        return {}
+    source = SimulatorSource("validation", frames) if source is None else source
     return {**evaluate(pipeline, source, count=frames).as_dict(), "threads": threads}
 
 
@@ -178,12 +184,8 @@ def export(checkpoint, out, top_k=TOP_K, verify_frames=VERIFY_FRAMES, eval_frame
                   stride=model.det_stride, spec=model.spec, settings=settings or {},
                   extra={"params": params, "verification": verification, "class_map_stride": class_map_stride})
     write_sidecar(out, sidecar_fields(precision="fp32", metrics={}, **fields))
-    if eval_frames and eval_source is None and not _simulator_classes(model.spec):
-        print(f"{out}: no sidecar metrics (the simulator's frames are not labelled in this model's classes); "
-              f"score it on your validation data: python -m perception_core evaluate --model {out} --data VAL.yaml")
-        eval_frames = 0
-    if eval_frames:
-        metrics = sidecar_metrics(out, eval_frames, threads, eval_source)
+    metrics = sidecar_metrics(out, eval_frames, threads, eval_source) if eval_frames else {}
+    if metrics:
         write_sidecar(out, sidecar_fields(precision="fp32", metrics=metrics, **fields))
         print(f"{out}: mIoU {metrics['miou']} mAP50 {metrics['map50']} on {metrics['frames']} frames")
     if tflite:

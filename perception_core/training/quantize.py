@@ -245,6 +245,7 @@ def quantize(model, out=None, out_trt=None, calibration_frames=CALIBRATION_FRAME
 
             fields["metrics"] = sidecar_metrics(path, eval_frames, threads, eval_source)
             write_sidecar(path, fields)
-        print(f"{path}: {json.dumps({k: fields['metrics'].get(k) for k in ('miou', 'map50')})}")
+        if fields["metrics"]:
+            print(f"{path}: {json.dumps({k: fields['metrics'].get(k) for k in ('miou', 'map50')})}")
         written.append(path)
     return written
