@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from perception_core.datasets import DatasetSpec
+from perception_core.datasets.cache import FrameCache
 from perception_core.datasets.relabel import RelabeledSource
 from perception_core.datasets.simulator import SimulatorSource
 
@@ -50,3 +53,23 @@ def export_tiny_model(tmp_path: Path, source, steps: int = 4) -> Path:
                 log_every=2, checkpoint_every=steps, threads=1, model_kwargs=TINY, source=source)
     return export(run, Path(tmp_path) / "tiny.onnx", top_k=20, verify_frames=3, eval_frames=0, threads=1,
                   class_map_stride=2)
+
+
+def rectangle_frames(n: int, hw: tuple[int, int], seed: int = 0, background: int = 0, thing: int = 2,
+                     labelled=None) -> FrameCache:
+    """``n`` frames with one bright rectangle each: ``thing`` in the mask on ``background``, detection class 0.
+
+    ``labelled``: per-task flags (segmentation, detection) given to every frame, or None (labelled for both).
+    """
+    rng = np.random.default_rng(seed)
+    images = np.full((n, *hw, 3), 60, np.uint8)
+    masks = np.full((n, *hw), background, np.uint8)
+    boxes = []
+    for i in range(n):
+        x1, y1 = rng.integers(4, hw[1] - 30), rng.integers(4, hw[0] - 30)
+        w, h = rng.integers(12, 24, size=2)
+        images[i, y1:y1 + h, x1:x1 + w] = 220
+        masks[i, y1:y1 + h, x1:x1 + w] = thing
+        boxes.append([x1, y1, x1 + w, y1 + h])
+    return FrameCache(images, masks, np.asarray(boxes, np.float32), np.zeros(n, np.int32),
+                      np.arange(n + 1, dtype=np.int64), None if labelled is None else np.tile(labelled, (n, 1)))

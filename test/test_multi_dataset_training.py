@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from dataset_fixtures import rectangle_frames  # noqa: E402
 from perception_core.datasets import DatasetSpec, Sample  # noqa: E402
 from perception_core.datasets.cache import FrameCache  # noqa: E402
 from perception_core.datasets.export_sim import write_dataset  # noqa: E402
@@ -31,18 +32,7 @@ DET_SPEC = DatasetSpec((), SPEC.det_classes, name="boxes")
 
 def frames(n=6, hw=HW, seed=0, labelled=None):
     """Frames with one bright rectangle each: class 2 ("thing") in the mask, detection class 0."""
-    rng = np.random.default_rng(seed)
-    images = np.full((n, *hw, 3), 60, np.uint8)
-    masks = np.zeros((n, *hw), np.uint8)
-    boxes = []
-    for i in range(n):
-        x1, y1 = rng.integers(4, hw[1] - 30), rng.integers(4, hw[0] - 30)
-        w, h = rng.integers(12, 24, size=2)
-        images[i, y1:y1 + h, x1:x1 + w] = 220
-        masks[i, y1:y1 + h, x1:x1 + w] = 2
-        boxes.append([x1, y1, x1 + w, y1 + h])
-    return FrameCache(images, masks, np.asarray(boxes, np.float32), np.zeros(n, np.int32),
-                      np.arange(n + 1, dtype=np.int64), None if labelled is None else np.tile(labelled, (n, 1)))
+    return rectangle_frames(n, hw, seed, background=0, thing=2, labelled=labelled)
 
 
 SEG_ONLY, DET_ONLY = [True, False], [False, True]

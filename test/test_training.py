@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from dataset_fixtures import rectangle_frames  # noqa: E402
 from perception_core.datasets import DatasetSpec, Sample  # noqa: E402
 from perception_core.datasets.cache import CachedSource, FrameCache  # noqa: E402
 from perception_core.training.data import BatchSampler, centernet_targets, crop_and_flip  # noqa: E402
@@ -17,19 +18,8 @@ SPEC = DatasetSpec(tuple(f"region{i}" for i in range(7)), ("blob", "spot", "dot"
 
 
 def synthetic_frames(n=8, hw=(64, 96), seed=0):
-    """Frames with one bright rectangle each: class 4 in the mask, detection class 0."""
-    rng = np.random.default_rng(seed)
-    images = np.full((n, *hw, 3), 60, np.uint8)
-    masks = np.ones((n, *hw), np.uint8)
-    boxes = []
-    for i in range(n):
-        x1, y1 = rng.integers(4, hw[1] - 30), rng.integers(4, hw[0] - 30)
-        w, h = rng.integers(12, 24, size=2)
-        images[i, y1:y1 + h, x1:x1 + w] = 220
-        masks[i, y1:y1 + h, x1:x1 + w] = 4
-        boxes.append([x1, y1, x1 + w, y1 + h])
-    return FrameCache(images, masks, np.asarray(boxes, np.float32), np.zeros(n, np.int32),
-                      np.arange(n + 1, dtype=np.int64))
+    """Frames with one bright rectangle each: class 4 in the mask (on class 1), detection class 0."""
+    return rectangle_frames(n, hw, seed, background=1, thing=4)
 
 
 def synthetic_source(n=8):
