@@ -205,6 +205,26 @@ def test_export_sim_round_trip_is_exact(tmp_path, fmt):
     assert source.spec.seg_colors_bgr == SimulatorSource.spec.seg_colors_bgr
 
 
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_the_first_training_batch_from_an_exported_dataset_is_the_simulators(tmp_path, fmt):
+    """Same seed, same frames: the batch a folder dataset feeds training is bit-exact with the simulator source's."""
+    from perception_core.__main__ import main
+    from perception_core.datasets.simulator import SimulatorSource
+    from perception_core.training.data import BatchSampler
+    from perception_core.training.loader import training_frames
+
+    out = tmp_path / fmt
+    assert main(["dataset", "export-sim", "--out", str(out), "--frames", "6", "--val-frames", "0",
+                 "--format", fmt]) == 0
+    folder, simulator = open_dataset(out / "dataset.yaml"), SimulatorSource("train", 6)
+    hw, crop = (96, 128), (64, 96)
+    batches = [BatchSampler(training_frames([source], hw, source.spec), 4, crop, 3, 4, seed=0)(0)
+               for source in (folder, simulator)]
+    assert batches[0].keys() == batches[1].keys()
+    for key in batches[0]:
+        assert np.array_equal(batches[0][key], batches[1][key]), key
+
+
 def test_evaluate_data_scores_a_folder_dataset_like_the_simulator_source(tmp_path, geometry_model):
     """The same frames through --data and through the simulator source give the same metrics."""
     from perception_core.__main__ import main
