@@ -57,6 +57,9 @@ def test_every_node_exits_cleanly(ros_peer, how):
             processes.append(stack.enter_context(NodeProcess(
                 module, *extra, params_file=package_file("config", params_file), process_group=group)))
         assert spin_until(executor, lambda: len(answers) >= 3, timeout=90), "the graph never answered"
+        # every node is running (past its imports and constructor), as after a launch has come up
+        names = {"multitask_perception", "synthetic_camera", "latency_monitor", "evaluator"}
+        assert spin_until(executor, lambda: names <= set(node.get_node_names()), timeout=60), node.get_node_names()
         send(processes, how)
         codes = [p.stop(timeout=20) for p in processes]  # stop() only waits: they are already stopping
     for (module, _), code, p in zip(GRAPH, codes, processes):
