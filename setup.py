@@ -25,11 +25,11 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "multitask_node = perception_nodes.multitask_node:main",
-            "synthetic_camera = perception_nodes.synthetic_camera_node:main",
-            "latency_monitor = perception_nodes.latency_monitor_node:main",
-            "stage_profiler = perception_nodes.stage_profiler_node:main",
-            "evaluator = perception_nodes.evaluator_node:main",
+            "multitask_node = perception_nodes.entry:multitask_node",
+            "synthetic_camera = perception_nodes.entry:synthetic_camera",
+            "latency_monitor = perception_nodes.entry:latency_monitor",
+            "stage_profiler = perception_nodes.entry:stage_profiler",
+            "evaluator = perception_nodes.entry:evaluator",
         ],
     },
 )

@@ -6,9 +6,10 @@ node; ``try_shutdown``), hardened for how signals really arrive. A terminal Ctrl
 forwards one more; with Python's default handler the second one raised KeyboardInterrupt inside
 ``destroy_node`` (a traceback, then "terminate called without an active exception" once rclpy's
 signal thread was never joined). So SIGINT and SIGTERM get a Python handler that only notes the
-request: rclpy's own handler, which chains to it, still shuts the context down and wakes the
-executor. Once the node stops, both signals are ignored: a late one would otherwise meet the
-default action that Python restores during interpreter exit and kill the process (status -2).
+request (perception_nodes.stop; the entry points install it before the node's imports): rclpy's
+own handler, which chains to it, still shuts the context down and wakes the executor. Once the
+node stops, both signals are ignored: a late one would otherwise meet the default action that
+Python restores during interpreter exit and kill the process (status -2).
 
 A node whose constructor refuses its parameters, its model or its ``--params-file`` exits with
 status 1 and a single error line instead of a traceback.
@@ -16,7 +17,6 @@ status 1 and a single error line instead of a traceback.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,12 +32,13 @@ from rclpy.exceptions import (
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+from perception_nodes import stop
+
 # Errors that mean "this configuration cannot run"; anything else is a bug and keeps its traceback.
 STARTUP_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, FileNotFoundError, PermissionError, InvalidParameterTypeException,
     InvalidParameterValueException, ParameterUninitializedException, ParameterException,
 )
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def missing_params_files(args: Sequence[str]) -> list[str]:
@@ -58,10 +59,6 @@ def missing_params_files(args: Sequence[str]) -> list[str]:
     return missing
 
 
-def _note_stop_request(signum, frame) -> None:
-    """Runs after rclpy's handler has already begun the shutdown; nothing left to do."""
-
-
 def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None) -> int:
     """Create the node, spin it until Ctrl-C, SIGTERM or external shutdown; return the exit status."""
     argv = list(sys.argv if args is None else args)
@@ -69,11 +66,12 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
     if missing:
         print(f"[ERROR] parameter file not found: {', '.join(missing)}", file=sys.stderr)
         return 1
-    for signum in STOP_SIGNALS:  # before rclpy.init, so rclpy chains to these instead of raising
-        signal.signal(signum, _note_stop_request)
+    stop.handle_stop_signals()  # before rclpy.init, so rclpy chains to it instead of raising
     rclpy.init(args=argv)
     node = None
     try:
+        if stop.requested:  # stopped while starting up (the entry point noted it during the imports)
+            return 0
         try:
             node = make_node()
         except STARTUP_ERRORS as exc:
@@ -91,8 +89,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[Sequence[str]] = None
         # then raises from whatever it was doing (e.g. "context is invalid"), although the node is
         # simply stopping.
     finally:
-        for signum in STOP_SIGNALS:  # Python resets its own handlers to SIG_DFL at exit, but not SIG_IGN
-            signal.signal(signum, signal.SIG_IGN)
+        stop.ignore_stop_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

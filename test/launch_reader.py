@@ -27,12 +27,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "multitask_perception"
-ENTRY_POINT = re.compile(r'"(\w+) = (perception_nodes\.\w+):main"')
+ENTRY_POINT = re.compile(r'"(\w+) = perception_nodes\.entry:(\w+)"')
 
 
 def entry_points() -> dict[str, str]:
-    """Executable name -> module, from setup.py's console scripts."""
-    return dict(ENTRY_POINT.findall((ROOT / "setup.py").read_text()))
+    """Executable name -> the node's module, for setup.py's console scripts (perception_nodes.entry)."""
+    from perception_nodes.entry import NODES
+
+    scripts = dict(ENTRY_POINT.findall((ROOT / "setup.py").read_text()))
+    assert all(name == function for name, function in scripts.items()), scripts
+    return {name: f"perception_nodes.{NODES[name]}" for name in scripts}
 
 
 @dataclass

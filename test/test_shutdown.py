@@ -72,3 +72,32 @@ def test_a_missing_parameter_file_is_refused_with_one_line(tmp_path):
                                params_file=tmp_path / "nonexistent.yaml").run_to_exit()
     assert code == 1, output
     assert "parameter file not found" in output and "nonexistent.yaml" in output and "Traceback" not in output
+
+
+def test_a_stop_during_the_nodes_imports_ends_it_quietly(tmp_path, monkeypatch):
+    """The entry points handle stop signals before importing the node: a Ctrl-C in that second is noted,
+    and the node is never started (no KeyboardInterrupt out of an import)."""
+    import signal as signals
+
+    from perception_nodes import entry, stop
+
+    module = tmp_path / "slow_to_import_node.py"
+    module.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while importing\n"
+                      "def main():\n    raise AssertionError('a stopped node must not start')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(stop, "requested", [])
+    previous = {s: signals.getsignal(s) for s in stop.STOP_SIGNALS}
+    try:
+        assert entry.run("slow_to_import_node") == 0
+        assert stop.requested == [signals.SIGINT]
+    finally:
+        for s, handler in previous.items():
+            signals.signal(s, handler)
+
+
+def test_every_executable_goes_through_the_entry_points():
+    from launch_reader import ROOT, entry_points
+    from perception_nodes.entry import NODES
+
+    assert set(entry_points()) == set(NODES)
+    assert all(f"perception_nodes.entry:{exe}" in (ROOT / "setup.py").read_text() for exe in NODES)
