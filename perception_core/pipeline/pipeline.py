@@ -10,6 +10,7 @@ A caller that shows fewer (an overlay) filters the result itself.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Optional, Union
 import numpy as np
 
 from perception_core.codec import EncodedImage
-from perception_core.datasets.spec import DatasetSpec
 from perception_core.engines import load_engine
 from perception_core.engines.base import Engine
 from perception_core.model_spec import ModelSpec
@@ -67,7 +67,7 @@ class Pipeline:
         self.seg_colors_bgr = seg_spec.seg_colors_bgr
         self.det_classes = det_spec.det_classes if "boxes" in det_spec.outputs else ()
         # The label set of the models' sidecars (a bag read for this pipeline is labelled in it).
-        self.spec = DatasetSpec.from_dict({**seg_spec.raw, "det_classes": det_spec.det_classes})
+        self.spec = dataclasses.replace(seg_spec.dataset, det_classes=det_spec.det_classes)
 
     @classmethod
     def from_model_files(cls, paths: Sequence[Union[str, Path]], *, engine: str = "onnxruntime", threads: int = 2,
