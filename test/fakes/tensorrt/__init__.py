@@ -17,7 +17,9 @@ python/packaging/bindings_wheel/tensorrt/__init__.py on the release/8.6, 10.x an
 Layers, their names and tensor types come from the real ONNX graph (onnx-tensorrt names layers after
 the ONNX nodes and tensors after the ONNX tensors). The plan carries the ONNX bytes; ``execute_async_v3``
 queues ONNX Runtime on them on the fake CUDA stream, reading and writing the bound addresses with real
-byte copies. Not modelled: kernels, tactic timing, FP16/INT8 numerics, the real plan format.
+byte copies. Not modelled: kernels, tactic timing, FP16/INT8 numerics, the real plan format, TensorRT's
+memory planner (``device_memory_size``, and ``device_memory_size_v2`` from 10.1, report the bytes of every
+intermediate tensor of the ONNX graph, with no reuse).
 """
 
 from __future__ import annotations
@@ -514,9 +516,21 @@ class Builder(_Binding):
               for tensors, mode in ((network._inputs, TensorIOMode.INPUT), (network._outputs, TensorIOMode.OUTPUT))
               for t in tensors]
         header = json.dumps({"version": __version__, "gpu": device.name, "cc": list(device.compute_capability),
+                             "device_memory": _intermediate_bytes(network._onnx),
                              "io": io, "flags": sorted(flags),
                              "pinned": [layer.name for layer in constrained]}).encode()
         return IHostMemory(_PLAN_MAGIC + struct.pack("<I", len(header)) + header + network._onnx)
+
+
+def _intermediate_bytes(onnx_bytes):
+    """The fake's execution-context memory: every non-I/O tensor of the graph at its ONNX type, no reuse."""
+    import onnx
+    from onnx import helper, shape_inference
+
+    graph = shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes)).graph
+    return int(sum(np.prod([d.dim_value for d in v.type.tensor_type.shape.dim], dtype=np.int64)
+                   * np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)).itemsize
+                   for v in graph.value_info))
 
 
 # ---------------------------------------------------------------------------------------------- runtime
@@ -532,6 +546,10 @@ class ICudaEngine(_Binding):
         self._header, self._logger = header, logger
 
     num_io_tensors = property(lambda self: len(self._io))
+    if _V < (11, 0):
+        device_memory_size = property(lambda self: self._header["device_memory"])
+    if _V >= (10, 1):
+        device_memory_size_v2 = property(lambda self: self._header["device_memory"])
 
     def get_tensor_name(self, index):
         return self._io[index]["name"]
