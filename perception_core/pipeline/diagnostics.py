@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Optional
+
+from perception_core.pipeline.budget import BudgetState
 
 OK, WARN = "ok", "warn"
 
@@ -34,10 +37,19 @@ def stage_timing_values(timings_ms: Mapping[str, float]) -> dict[str, str]:
     return {f"{stage}_ms": f"{ms:.4f}" for stage, ms in timings_ms.items()}
 
 
+def budget_values(state: BudgetState) -> dict[str, str]:
+    """The latency budget's keys: budget, which model runs (primary|fallback), switches, window p95, cost ratio."""
+    return {"budget_ms": f"{state.budget_ms:g}", "budget_running": "fallback" if state.on_fallback else "primary",
+            "budget_switches": str(state.switches), "budget_window_p95_ms": f"{state.window_p95_ms:.3f}",
+            "budget_cost_ratio": f"{state.cost_ratio:.3f}", "budget_last_switch": state.last_switch}
+
+
 class PipelineHealth:
     """Turns counter snapshots into one HealthReport per period; remembers the previous snapshot.
 
-    ``timers`` (StageTimers) give the per-stage percentiles, read at each report.
+    ``timers`` (StageTimers) give the per-stage percentiles, read at each report. ``engine``,
+    ``precision`` and ``model`` name what runs now: :meth:`set_identity` changes them when a latency
+    budget switches model.
     """
 
     def __init__(self, engine: str, precision: str, model: str, timers: Sequence = ()) -> None:
@@ -45,9 +57,16 @@ class PipelineHealth:
         self.timers = tuple(timers)
         self._previous: dict[str, int] = {}
 
+    def set_identity(self, engine: str, precision: str, model: str) -> None:
+        """Called from the pipeline's thread: one reference swap, so a report never sees half of it."""
+        self.identity = {"engine": engine, "precision": precision, "model": model}
+
     def report(self, per_camera: Mapping[str, Mapping[str, int]], period_s: float,
-               last_error: str = "") -> HealthReport:
-        """``per_camera``: camera name -> counters; per-camera keys appear only with several cameras."""
+               last_error: str = "", budget: Optional[BudgetState] = None) -> HealthReport:
+        """``per_camera``: camera name -> counters; per-camera keys appear only with several cameras.
+
+        ``budget``: the latency budget's state, if the node runs one (budget_* keys).
+        """
         totals = {k: sum(c[k] for c in per_camera.values()) for k in next(iter(per_camera.values()))}
         delta = {k: v - self._previous.get(k, 0) for k, v in totals.items()}
         self._previous = totals
@@ -66,5 +85,7 @@ class PipelineHealth:
                 values.update({f"{name}_{k}": str(v) for k, v in counts.items() if k != "overlays"})
         for timer in self.timers:
             values.update(percentile_values(timer.summary()))
+        if budget is not None:
+            values.update(budget_values(budget))
         return HealthReport(level, message, values)
 
