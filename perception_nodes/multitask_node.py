@@ -7,7 +7,9 @@ drops counted), /diagnostics carries perception_core.pipeline.diagnostics' repor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -17,6 +19,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from perception_core.codec import ImageDecodeError
 from perception_core.engines import ENGINES
+from perception_core.pipeline.budget import LatencyBudget, measure_cost_ratio
 from perception_core.pipeline.diagnostics import PipelineHealth, stage_timing_values
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.pipeline.scheduling import MailboxScheduler, Parcel
@@ -30,6 +33,9 @@ from perception_nodes.runner import run_node
 # Reliable keep-last outputs match both reliable and best-effort subscribers (rviz, echo, bags).
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The latency budget's default fallback per engine: the bundled int8 model in the form that engine runs.
+FALLBACK_MODELS = {"onnxruntime": "multitask_int8.onnx", "tensorrt": "multitask_int8_trt.onnx",
+                   "litert": "multitask_int8.tflite"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,12 @@ class MultitaskNodeParams:
     diagnostics_period: float = param(1.0, "Seconds between /diagnostics reports.", range=(0.1, 60.0), live=True)
     cameras: tuple = param(("",), "Camera namespaces served by the one engine, e.g. ['front', 'rear'] -> "
                            "front/image -> front/segmentation, ...; [''] = topics without a prefix.")
+    latency_budget_ms: float = param(0.0, "When the p95 of the node's total (arrival -> published) over the last 30 "
+                                     "frames exceeds this, run fallback_model until there is room again; 0 = off. "
+                                     "Live, but a node started with 0 has no fallback loaded and refuses a budget.",
+                                     range=(0.0, 10000.0), live=True)
+    fallback_model: str = param("", "The cheaper model of the latency budget (same classes as model), loaded at "
+                                "start beside it when latency_budget_ms > 0; empty = the bundled int8 model.")
 
 
 class CameraTopics:
@@ -78,6 +90,8 @@ class MultitaskNode(Node):
             [p.model or package_file("models", "multitask.onnx")], engine=p.engine, threads=p.threads,
             providers=p.providers, delegate=p.delegate or None, score_threshold=p.score_threshold,
             max_detections=p.max_detections)
+        self.primary = pipe
+        self.fallback, self.governor = self._load_fallback(p) if p.latency_budget_ms > 0 else (None, None)
         self.node_timer = StageTimer(("publish", "overlay", "total"))  # the node's own stages
         self.health = PipelineHealth(pipe.engine_name, pipe.precision, pipe.model_names, (pipe.timer, self.node_timer))
         self.timings_pub = self.create_publisher(DiagnosticStatus, "~/stage_timings", OUTPUT_QOS)
@@ -90,10 +104,42 @@ class MultitaskNode(Node):
             f"{pipe.model_names} on {pipe.engine_name} ({pipe.precision}, {p.threads} threads), input "
             f"{pipe.input_hw}; listening on {', '.join(c.sub.topic_name for c in self.cameras)}")
 
+    def _load_fallback(self, p: MultitaskNodeParams) -> tuple[Pipeline, LatencyBudget]:
+        """The latency budget's cheaper pipeline, loaded now so that a switch never waits for a model.
+
+        It must answer in the primary's classes (same topics, same label_info); its stage times go
+        to the primary's StageTimer, so /diagnostics' percentiles cover the frames the node ran.
+        """
+        pipe = self.primary
+        path = p.fallback_model or package_file("models", FALLBACK_MODELS[p.engine])
+        if Path(path).resolve() == Path(p.model or package_file("models", "multitask.onnx")).resolve():
+            raise ValueError(f"fallback_model {path} is the model itself: the latency budget needs a cheaper one")
+        fallback = Pipeline.from_model_files(
+            [path], engine=p.engine, threads=p.threads, providers=p.providers, delegate=p.delegate or None,
+            score_threshold=p.score_threshold, max_detections=p.max_detections)
+        theirs, ours = (fallback.seg_classes, fallback.det_classes), (pipe.seg_classes, pipe.det_classes)
+        if theirs != ours:
+            raise ValueError(f"fallback_model {path} cannot stand in for {pipe.model_names}: its classes differ "
+                             f"(segmentation, detection: {theirs} vs {ours})")
+        frame = np.full((*pipe.input_hw, 3), 114, np.uint8)
+        ratio = measure_cost_ratio(lambda: pipe.run_bgr(frame), lambda: fallback.run_bgr(frame))
+        fallback.timer = pipe.timer
+        pipe.timer.reset()  # the measurement's frames are not the camera's
+        self.get_logger().info(
+            f"latency budget {p.latency_budget_ms:g} ms: fallback {fallback.model_names} ({fallback.precision}) "
+            f"loaded beside {pipe.model_names}, cost ratio {ratio:.2f} measured side by side")
+        return fallback, LatencyBudget(p.latency_budget_ms, ratio)
+
     def _apply_params(self, new: MultitaskNodeParams) -> None:
-        """Live parameters: thresholds apply from the next frame, the report period from now."""
+        """Live parameters: thresholds and the latency budget apply from the next frame, the report period from now."""
+        if new.latency_budget_ms > 0 and self.governor is None:
+            raise ValueError("no fallback model is loaded (the node started with latency_budget_ms 0): set the "
+                             "budget in the parameter file and restart")
         old, self.params = self.params, new
-        self.pipeline.score_threshold, self.pipeline.max_detections = new.score_threshold, new.max_detections
+        for pipe in filter(None, (self.primary, self.fallback)):
+            pipe.score_threshold, pipe.max_detections = new.score_threshold, new.max_detections
+        if self.governor is not None:
+            self.governor.budget_ms = new.latency_budget_ms
         if new.diagnostics_period != old.diagnostics_period:
             self.diag_timer.timer_period_ns = int(new.diagnostics_period * 1e9)
         if new.score_threshold != old.score_threshold:
@@ -119,6 +165,7 @@ class MultitaskNode(Node):
             camera.det_pub.publish(conv.detections_to_msg(result.detections, header, pipe.det_classes))
         t = self.node_timer.lap("publish", t)
         self.node_timer.record("total", (t - parcel.arrived) * 1e3)
+        self._keep_budget(t)
         if self.params.overlay and camera.overlay_pub.get_subscription_count() > 0:
             picture = draw_overlay(result.image, result.class_mask, result.detections, pipe.seg_colors_bgr,
                                    pipe.det_classes)
@@ -129,9 +176,23 @@ class MultitaskNode(Node):
             self.get_fully_qualified_name(), stage_timing_values({**result.timings_ms, **self.node_timer.last_ms}),
             message=conv.stamp_text(header.stamp), hardware_id=header.frame_id))
 
+    def _keep_budget(self, now: float) -> None:
+        """On the worker, after each frame's outputs: the governor may move the next frame to the other model."""
+        switch = self.governor.observe(self.node_timer.last_ms["total"], now) if self.governor else None
+        if switch is None:
+            return
+        old, self.pipeline = self.pipeline, self.fallback if switch.to_fallback else self.primary
+        new = self.pipeline
+        self.health.set_identity(new.engine_name, new.precision, new.model_names)
+        line = f"latency budget: {old.model_names} -> {new.model_names}: {switch.reason}"
+        if switch.to_fallback:  # rclpy refuses two severities from one call site
+            self.get_logger().warning(line)
+        else:
+            self.get_logger().info(line)
+
     def publish_diagnostics(self) -> None:
         report = self.health.report(self.scheduler.snapshot(), self.params.diagnostics_period,
-                                    self.scheduler.last_error)
+                                    self.scheduler.last_error, self.governor.state() if self.governor else None)
         self.diag_pub.publish(conv.diagnostic_array(self.get_clock().now(), conv.diagnostic_status(
             f"{self.get_fully_qualified_name()}: pipeline", report.values, report.level, report.message,
             self.pipeline.engine_name)))

@@ -35,7 +35,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 def test_the_live_parameters_are_the_ones_a_user_tunes():
     assert set(live_fields(MultitaskNodeParams)) == {"score_threshold", "max_detections", "overlay",
-                                                    "diagnostics_period"}
+                                                    "diagnostics_period", "latency_budget_ms"}
 
 
 def test_ros2_param_set_reaches_the_next_frame_and_refusals_keep_the_old_value(ros_peer, tmp_path):
