@@ -166,8 +166,33 @@ def write_outputs(results: dict, latency, out_dir: Path) -> None:
             lines.append(f"| {cam} fps / e2e p50 / p99 ms | {one['fps_out']:.1f} / {one['e2e_p50_ms']:.1f} / "
                          f"{one['e2e_p99_ms']:.1f} | {two['fps_out']:.1f} / {two['e2e_p50_ms']:.1f} / "
                          f"{two['e2e_p99_ms']:.1f} |")
+    if "memory" in results:
+        lines += memory_table(results["memory"])
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     plot_stage_bars(latency, out_dir / "bench.png", f"per-stage p50 (bar) and total p95 (tick): {results['frames']}")
+
+
+def memory_table(memory: dict) -> list[str]:
+    """Node processes' memory (perception_nodes.memory_bench) and the TensorRT engines' device memory."""
+    lines = ["", "| node process, steady state, MiB | VmRSS | PSS | USS | runtime baseline VmRSS "
+             "| model (VmRSS - baseline) |", "|---|---|---|---|---|---|"]
+    for name, n in memory["nodes"].items():
+        m = n["memory_mib"]
+        lines.append(f"| {name} | {m['vmrss']:.1f} | {m['pss']:.1f} | {m['uss']:.1f} | "
+                     f"{n['runtime_memory_mib']['vmrss']:.1f} | {n['model_mib']['vmrss']:.1f} |")
+    two, models = memory["two_nodes_mib"], memory["two_nodes_model_mib"]
+    runtime = sum(memory["nodes"][name]["runtime_memory_mib"]["vmrss"] for name in ("seg_only", "det_only"))
+    lines.append(f"| seg_only + det_only | {two['vmrss']:.1f} | {two['pss']:.1f} | {two['uss']:.1f} | {runtime:.1f} | "
+                 f"{models['vmrss']:.1f} |")
+    trt = memory["tensorrt"]
+    lines += ["", f"| TensorRT device MiB: {trt['source']} | multitask | seg_only + det_only | ratio |",
+              "|---|---|---|---|"]
+    for precision in ("fp16", "int8"):
+        if precision in trt:
+            t = trt[precision]
+            lines.append(f"| {precision} | {t['engines']['multitask']['device_bytes'] / 2**20:.2f} | "
+                         f"{t['separate_device_bytes'] / 2**20:.2f} | {t['multitask_over_separate']:.3f} |")
+    return lines + ["", trt["note"]]
 
 
 def build_parser() -> argparse.ArgumentParser:

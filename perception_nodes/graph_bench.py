@@ -20,6 +20,7 @@ from perception_core.datasets.simulator import SimulatorSource
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.pipeline.timing import summarize_ms
 from perception_core.profiling import camera_payloads, profile_stages
+from perception_nodes import memory_bench
 from perception_nodes.observer import GraphObserver
 from perception_nodes.processes import NodeProcess, stop_nodes
 from perception_nodes.ros_env import local_graph_env
@@ -193,6 +194,9 @@ def main(argv=None) -> int:
     os.environ.update(local_graph_env())
     results["node"] = run(str(args.models / "multitask.onnx"), args.seconds, args.rates, args.threads)
     results["multicamera"] = results["node"].pop("multicamera")
+    results["memory"] = memory_bench.run_memory(args.models, args.threads)
+    results["ratios"].update(results["memory"]["ratios"])
+    results["node"]["process_failures"] += results["memory"]["process_failures"]
     results["seconds"] = time.monotonic() - started
     bench.write_outputs(results, latency, args.out)
     print((args.out / "results.md").read_text())
