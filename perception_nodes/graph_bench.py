@@ -194,6 +194,9 @@ def main(argv=None) -> int:
     os.environ.update(local_graph_env())
     results["node"] = run(str(args.models / "multitask.onnx"), args.seconds, args.rates, args.threads)
     results["multicamera"] = results["node"].pop("multicamera")
+    from perception_nodes.budget_bench import run_budget  # here: budget_bench reuses this module's helpers
+    results["budget"] = run_budget(args.models, args.threads, args.out)
+    results["node"]["process_failures"] += results["budget"].pop("process_failures")
     results["memory"] = memory_bench.run_memory(args.models, args.threads)
     results["ratios"].update(results["memory"]["ratios"])
     results["node"]["process_failures"] += results["memory"]["process_failures"]
