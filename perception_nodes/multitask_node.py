@@ -112,7 +112,7 @@ class MultitaskNode(Node):
         """
         pipe = self.primary
         path = p.fallback_model or package_file("models", FALLBACK_MODELS[p.engine])
-        if Path(path).resolve() == Path(p.model or package_file("models", "multitask.onnx")).resolve():
+        if Path(path).resolve() in {spec.model_path.resolve() for _, spec in pipe.models}:
             raise ValueError(f"fallback_model {path} is the model itself: the latency budget needs a cheaper one")
         fallback = Pipeline.from_model_files(
             [path], engine=p.engine, threads=p.threads, providers=p.providers, delegate=p.delegate or None,
