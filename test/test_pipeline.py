@@ -66,6 +66,24 @@ def test_every_stage_is_timed(geometry_pipeline):
     assert all(v >= 0 for v in result.timings_ms.values())
 
 
+@pytest.mark.parametrize("src_hw", [(480, 640), (1080, 1920), (640, 480), (384, 512), (100, 37)])
+def test_preprocess_into_a_reused_buffer_is_bit_exact(src_hw):
+    image = np.random.default_rng(0).integers(0, 256, (*src_hw, 3), np.uint8)
+    expected, expected_t = stages.preprocess(image, (384, 512))
+    batch = np.random.default_rng(1).integers(0, 256, (1, 384, 512, 3), np.uint8)  # a previous frame's leftovers
+    t = stages.preprocess_into(image, batch)
+    assert t == expected_t and np.array_equal(batch, expected)
+
+
+def test_pipeline_outputs_do_not_depend_on_the_previous_frame(geometry_pipeline):
+    """The pipeline reuses its model input: a frame of another size must not see the last frame's pixels."""
+    tall = camera_frame()[:, :360]  # letterboxed with padding columns, which the 640x480 frame fills with content
+    before = geometry_pipeline.run_bgr(tall)
+    geometry_pipeline.run_bgr(np.full((480, 640, 3), 255, np.uint8))
+    after = geometry_pipeline.run_bgr(tall)
+    assert np.array_equal(before.class_mask, after.class_mask) and before.detections == after.detections
+
+
 def test_postprocess_det_threshold_cap_and_padding():
     t = letterbox_transform((480, 640), (256, 320))
     boxes = np.array([[0, 0, 320, 4], [10, 18, 50, 58], [12, 20, 52, 60], [20, 20, 40, 40]], np.float32)

@@ -60,6 +60,8 @@ class Pipeline:
         self.score_threshold = score_threshold
         self.max_detections = max_detections
         self.timer = StageTimer(STAGES, timer_capacity)
+        # The model input, reused frame after frame (engines copy or consume it within infer()).
+        self._batch = np.empty((1, *self.input_hw, 3), np.uint8)
         specs = [spec for _, spec in models]
         seg_spec = next((s for s in specs if "class_map" in s.outputs), specs[0])
         det_spec = next((s for s in specs if "boxes" in s.outputs), specs[0])
@@ -110,7 +112,7 @@ class Pipeline:
         t = timer.start()
         if decode_started is not None:
             timer.record("decode", (t - decode_started) * 1e3)
-        batch, transform = stages.preprocess(bgr, self.input_hw)
+        batch, transform = self._batch, stages.preprocess_into(bgr, self._batch)
         t = timer.lap("preprocess", t)
         outputs: dict[str, np.ndarray] = {}
         for engine, spec in self.models:

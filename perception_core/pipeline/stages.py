@@ -7,11 +7,19 @@ here is only undoing the letterbox and thresholding: no per-pixel or per-box Pyt
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from perception_core.codec import decode_image
 from perception_core.engines.base import Engine
-from perception_core.pipeline.letterbox import LetterboxTransform, letterbox, unletterbox_boxes, unletterbox_mask
+from perception_core.pipeline.letterbox import (
+    PAD_VALUE,
+    LetterboxTransform,
+    letterbox,
+    letterbox_transform,
+    unletterbox_boxes,
+    unletterbox_mask,
+)
 from perception_core.types import Detections
 
 decode = decode_image
@@ -24,6 +32,27 @@ def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, 
     """
     resized, transform = letterbox(bgr, input_hw)
     return resized[None], transform
+
+
+def preprocess_into(bgr: np.ndarray, batch: np.ndarray) -> LetterboxTransform:
+    """:func:`preprocess` into a caller-owned (1, h, w, 3) uint8 ``batch``, overwritten whole; bit-exact with it.
+
+    The frame is resized straight into the batch and only the padding bands are filled: no per-frame
+    allocation, and at 640x480 -> 512x384 (no padding) one pass over the pixels instead of three
+    (resize, fill, copy), which matters on a core whose caches inference has just evicted.
+    """
+    t = letterbox_transform(bgr.shape[:2], batch.shape[1:3])
+    (new_h, new_w), out = t.resized_hw, batch[0]
+    out[:t.pad_y] = PAD_VALUE
+    out[t.pad_y + new_h:] = PAD_VALUE
+    out[t.pad_y:t.pad_y + new_h, :t.pad_x] = PAD_VALUE
+    out[t.pad_y:t.pad_y + new_h, t.pad_x + new_w:] = PAD_VALUE
+    content = out[t.pad_y:t.pad_y + new_h, t.pad_x:t.pad_x + new_w]
+    resized = bgr if (new_h, new_w) == bgr.shape[:2] else cv2.resize(
+        bgr, (new_w, new_h), dst=content, interpolation=cv2.INTER_LINEAR)
+    if resized is not content:  # same size, or an OpenCV build that allocated its own dst
+        np.copyto(content, resized)
+    return t
 
 
 def infer(engine: Engine, input_name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
