@@ -4,7 +4,8 @@
 ms), with the time it was taken, and answers with a :class:`Switch` when the node should change
 model. It is pure (the caller passes the clock), so synthetic latency sequences test it exactly.
 
-The rule, with three kinds of hysteresis so that the node never flips at the boundary:
+The rule, with three kinds of hysteresis (a dead band, a dwell time, a back-off after a wrong
+prediction) so that the node never flips at the boundary:
 
 - **Window.** Decisions use the p95 of the last ``window`` frames of the model that runs now;
   the window is emptied at each switch, so no decision mixes the two models' frames.
