@@ -1,10 +1,12 @@
 """``make bench``: the in-process benchmark (perception_core.bench), then the node measured as it runs:
 camera process -> multitask node process -> observer (this process), into the same outputs.
 
-The node figures: the node's overhead over the bare engine, end-to-end latency over the bare
-engine, Python decode + pre + post cost at 640x480 and 1080p, the highest camera rate served
-with no drops, the latency spread and memory under 2x overload, the time to first output, and
-two cameras served by one node vs two nodes. The core stays free of ROS: it is driven from here.
+The node figures: the node's overhead over the bare engine, in-node inference over the bare
+engine, the Python around the engine (node total p50 - in-node infer p50, publish included) and
+decode + pre + post cost at 640x480 and 1080p, the highest camera rate served with no drops for
+the fp32 and the int8 model (the camera's rate changed live), the latency spread and memory
+under 2x overload, the time to first output, and two cameras served by one node vs two nodes.
+The core stays free of ROS: it is driven from here.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 
 from perception_core import bench
 from perception_core.datasets.simulator import SimulatorSource
@@ -102,12 +107,66 @@ def run_multicamera(observer: GraphObserver, model: str, threads: int, seconds: 
     return results
 
 
-def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
-    # The bare engine on the same frames, in this process, right before the graph runs.
+def set_camera_rate(observer: GraphObserver, rate: float, camera_node: str = "synthetic_camera") -> None:
+    """Change the running camera's rate (a live parameter): no restart, whose scene rendering takes seconds."""
+    client = observer.node.create_client(SetParameters, f"{camera_node}/set_parameters")
+    try:
+        if not client.wait_for_service(timeout_sec=10.0):
+            raise RuntimeError(f"{camera_node}'s parameter service did not appear")
+        future = client.call_async(SetParameters.Request(
+            parameters=[Parameter("rate", value=float(rate)).to_parameter_msg()]))
+        if not observer.spin_until(future.done, timeout=10.0) or not future.result().results[0].successful:
+            raise RuntimeError(f"{camera_node} did not take rate {rate:g}")
+    finally:
+        observer.node.destroy_client(client)
+
+
+def start_node(observer: GraphObserver, processes: dict, params: list[str]) -> float:
+    """Start the perception node under the running camera; seconds to its first output."""
+    observer.latencies_ms.clear()
+    observer.statuses.clear()
+    started = time.monotonic()
+    processes["node"] = perception(params)
+    observer.spin_until(lambda: observer.latencies_ms, timeout=60)
+    return time.monotonic() - started
+
+
+def rate_sweep(observer: GraphObserver, rates: list[float], seconds: float, label: str) -> dict:
+    """The highest camera rate the running node serves with no drops (and >= 90 % of the frames out)."""
+    served = []
+    for rate in rates:
+        set_camera_rate(observer, rate)
+        observer.spin_for(1.5)  # the mailbox and the DDS queues settle at the new rate
+        run_at = measure_run(observer, seconds)
+        run_at["rate"] = rate
+        served.append(run_at)
+        print(f"[bench] {label}, camera {rate:g} Hz: {run_at['fps_out']:.1f} fps out, {run_at['dropped']} dropped, "
+              f"e2e p50 {run_at['e2e_p50_ms']:.1f} ms", flush=True)
+    ok = [r["rate"] for r in served if r["dropped"] == 0 and r["fps_out"] >= 0.9 * r["rate"]]
+    return {"rate_sweep": served, "max_fps_without_drops": max(ok) if ok else 0.0}
+
+
+def in_node_figures(status: dict[str, str], bare_infer_ms: float) -> dict:
+    """The node's own stage p50s at 640x480 against the bare engine; python_ms = total - infer (publish included)."""
+    total, infer = stage_p50(status, "total"), stage_p50(status, "infer")
+    return {"node_total_p50_ms": total, "infer_p50_ms": infer, "infer_over_bare": infer / bare_infer_ms,
+            "python_ms_640x480": total - infer, "overhead_ratio": total / bare_infer_ms,
+            "pre_post_ms_640x480": sum(stage_p50(status, s) for s in PRE_POST),
+            "stage_p50_ms_640x480": {k[:-7]: float(v) for k, v in status.items() if k.endswith("_p50_ms")}}
+
+
+def bare_infer_p50(model: str, threads: int) -> float:
+    """The bare engine's infer p50 on the same simulator frames, in this process."""
     bare = Pipeline.from_model_files([model], threads=threads)
-    engine_p50 = profile_stages(bare, camera_payloads(SimulatorSource("validation", 40)), warmup=5,
-                                repeats=2)["infer"].p50_ms
-    del bare
+    return profile_stages(bare, camera_payloads(SimulatorSource("validation", 40)), warmup=5, repeats=2)["infer"].p50_ms
+
+
+def run(model: str, seconds: float, rates: list[float], threads: int, int8_model: Optional[str] = None) -> dict:
+    """fp32: first output, steady 30 Hz, rate sweep, 2x overload, 1080p, two cameras; int8 (if given): steady 30 Hz
+    and rate sweep under the same camera. python_ms_640x480 and the sweeps are the node targets' figures."""
+    # The bare engines on the same frames, in this process, right before the graph runs.
+    engine_p50 = bare_infer_p50(model, threads)
+    int8_p50 = bare_infer_p50(int8_model, threads) if int8_model else None
     observer = GraphObserver("graph_bench")
     observer.watch_latency("detections")
     node_params = [f"model:={model}", f"threads:={threads}", "diagnostics_period:=1.0"]
@@ -118,40 +177,18 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
         # time to first output: camera already streaming, then the node starts
         processes.update(camera(30.0))
         observer.spin_for(3.0)
-        started = time.monotonic()
-        processes["node"] = perception(node_params)
-        observer.spin_until(lambda: observer.latencies_ms, timeout=60)
-        results["first_output_s"] = time.monotonic() - started
+        results["first_output_s"] = start_node(observer, processes, node_params)
         observer.spin_for(2.0)
         steady = measure_run(observer, seconds)
-        status = dict(observer.status())
         results["steady_30fps"] = steady
-        results["node_total_p50_ms"] = stage_p50(status, "total")
-        results["overhead_ratio"] = results["node_total_p50_ms"] / engine_p50
+        results.update(in_node_figures(observer.status(), engine_p50))
         results["e2e_over_engine"] = steady["e2e_p50_ms"] / engine_p50
-        results["pre_post_ms_640x480"] = sum(stage_p50(status, s) for s in PRE_POST)
-        results["stage_p50_ms_640x480"] = {k[:-7]: float(v) for k, v in status.items() if k.endswith("_p50_ms")}
-
-        # highest camera rate served with no drops
-        served = []
-        for rate in rates:
-            stop_nodes({"camera": processes.pop("camera")})
-            processes.update(camera(rate))
-            observer.spin_for(3.0)
-            run_at = measure_run(observer, max(4.0, seconds / 2))
-            run_at["rate"] = rate
-            served.append(run_at)
-            print(f"[bench] camera {rate:g} Hz: {run_at['fps_out']:.1f} fps out, {run_at['dropped']} dropped, "
-                  f"e2e p50 {run_at['e2e_p50_ms']:.1f} ms", flush=True)
-        results["rate_sweep"] = served
-        ok = [r["rate"] for r in served if r["dropped"] == 0 and r["fps_out"] >= 0.9 * r["rate"]]
-        results["max_fps_without_drops"] = max(ok) if ok else 0.0
+        results.update(rate_sweep(observer, rates, max(4.0, seconds / 2), "fp32"))
 
         # 2x the node's capacity: bounded latency, flat memory
         capacity = 1000.0 / max(results["node_total_p50_ms"], 1e-3)
         overload_rate = min(2 * capacity, 240.0)
-        stop_nodes({"camera": processes.pop("camera")})
-        processes.update(camera(overload_rate))
+        set_camera_rate(observer, overload_rate)
         observer.spin_for(3.0)
         rss_before = rss_mib(processes["node"].pid)
         overload = measure_run(observer, seconds)
@@ -160,6 +197,17 @@ def run(model: str, seconds: float, rates: list[float], threads: int) -> dict:
                          "rss_mib_end": rss_after})
         results["overload"] = overload
         results["overload_p99_over_p50"] = overload["e2e_p99_ms"] / overload["e2e_p50_ms"]
+
+        if int8_model:  # the same camera, a fresh node on the int8 model
+            set_camera_rate(observer, 30.0)
+            failures += stop_nodes({"node": processes.pop("node")})
+            int8_params = [f"model:={int8_model}"] + node_params[1:]
+            int8 = {"engine_infer_p50_ms": int8_p50, "first_output_s": start_node(observer, processes, int8_params)}
+            observer.spin_for(2.0)
+            int8["steady_30fps"] = measure_run(observer, max(4.0, seconds / 2))
+            int8.update(in_node_figures(observer.status(), int8_p50))
+            int8.update(rate_sweep(observer, rates, max(4.0, seconds / 2), "int8"))
+            results["int8"] = int8
 
         # 1080p: the Python stages' cost at a larger camera resolution (a fresh node, so that its stage
         # percentiles hold 1080p frames only)
@@ -186,13 +234,14 @@ def main(argv=None) -> int:
     parser.prog = "python -m perception_nodes.graph_bench"
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each node measurement")
-    parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 45.0, 60.0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 45.0, 60.0, 75.0])
     args = parser.parse_args(argv)
     started = time.monotonic()
     results, latency = bench.run_bench(args.models, args.out, args.frames, args.threads)
     print("[bench] the node end to end: camera process -> node process -> observer", flush=True)
     os.environ.update(local_graph_env())
-    results["node"] = run(str(args.models / "multitask.onnx"), args.seconds, args.rates, args.threads)
+    results["node"] = run(str(args.models / "multitask.onnx"), args.seconds, args.rates, args.threads,
+                          str(args.models / "multitask_int8.onnx"))
     results["multicamera"] = results["node"].pop("multicamera")
     from perception_nodes.budget_bench import run_budget  # here: budget_bench reuses this module's helpers
     results["budget"] = run_budget(args.models, args.threads, args.out)
