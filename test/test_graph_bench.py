@@ -38,6 +38,6 @@ def test_python_ms_is_node_total_minus_in_node_infer():
               "postprocess_seg_p50_ms": "0.2", "postprocess_det_p50_ms": "0.2", "publish_p50_ms": "0.5"}
     figures = in_node_figures(status, bare_infer_ms=10.0)
     assert figures["python_ms_640x480"] == pytest.approx(1.5)
-    assert figures["infer_over_bare"] == pytest.approx(1.1)
+    assert figures["overhead_ratio"] == pytest.approx(1.25)
     assert figures["pre_post_ms_640x480"] == pytest.approx(0.9)
     assert figures["stage_p50_ms_640x480"]["publish"] == 0.5
