@@ -201,7 +201,8 @@ def run(model: str, seconds: float, rates: list[float], threads: int, int8_model
     observer = GraphObserver("graph_bench")
     observer.watch_latency("detections")
     node_params = [f"model:={model}", f"threads:={threads}", "diagnostics_period:=1.0"]
-    results: dict = {"engine_infer_p50_ms": engine_p50[model]}
+    # The machine is shared: the 1-minute load average beside the figures says how busy it was.
+    results: dict = {"engine_infer_p50_ms": engine_p50[model], "load_average_start": os.getloadavg()[0]}
     processes: dict = {}
     failures: list[str] = []
     sweep_s = max(4.0, seconds / 2)  # as long as before: the no-drop criterion stays as strict
@@ -260,6 +261,7 @@ def run(model: str, seconds: float, rates: list[float], threads: int, int8_model
     finally:
         failures += stop_nodes(processes)
         observer.close()
+    results["load_average_end"] = os.getloadavg()[0]
     results["process_failures"] = failures
     return results
 
