@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perception_nodes.graph_bench import camera, in_node_figures, set_camera_rate
+from perception_nodes.graph_bench import camera, in_node_figures, rate_sweep, set_camera_rate
 from perception_nodes.observer import GraphObserver
 from perception_nodes.processes import stop_nodes
 
@@ -30,6 +30,21 @@ def test_set_camera_rate_changes_the_running_camera():
     finally:
         failures = stop_nodes(processes)
         observer.close()
+    assert failures == []
+
+
+def test_rate_sweep_counts_what_arrives_at_each_live_rate():
+    """Watching the camera's own ground truth (no node, so no drops): every rate is served, in increasing order."""
+    observer = GraphObserver("test_rate_sweep")
+    observer.watch_latency("ground_truth/detections")
+    processes = camera(5.0)
+    try:
+        assert observer.spin_until(lambda: observer.latencies_ms, timeout=60)
+        sweep = rate_sweep(observer, [20.0, 5.0], seconds=2.0, label="test")
+    finally:
+        failures = stop_nodes(processes)
+        observer.close()
+    assert [r["rate"] for r in sweep["rate_sweep"]] == [5.0, 20.0] and sweep["max_fps_without_drops"] == 20.0
     assert failures == []
 
 
