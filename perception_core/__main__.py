@@ -1,5 +1,5 @@
 """``python -m perception_core <command>``: train, export, quantize, evaluate (--sim, --bag or --data),
-dataset (export-sim, check), plot, record, bench, build-engine.
+dataset (export-sim, check), plot, macs, record, bench, build-engine.
 
 TensorFlow is imported only by the commands that need it (train, export, quantize), after the
 thread and log settings are in place; evaluate runs on ONNX Runtime (LiteRT for .tflite files) alone.
@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from perception_core.resources import package_file
-from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE
+from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE, HEAD_BLOCKS
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -38,7 +39,8 @@ def cmd_train(args) -> int:
     from perception_core.training.model import BackboneWeightsError
     from perception_core.training.train import train
 
-    model_kwargs = {} if args.det_stride is None else {"det_stride": args.det_stride}
+    model_kwargs = {key: value for key, value in (("det_stride", args.det_stride), ("head_block", args.head_block))
+                    if value is not None}
     if args.backbone is not None:
         model_kwargs["backbone"] = args.backbone
     try:
@@ -177,6 +179,18 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_macs(args) -> int:
+    import json
+
+    from perception_core.macs import format_macs, model_macs
+
+    table = {Path(path).name: model_macs(path) for path in args.model}
+    print(format_macs(table))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
+    return 0
+
+
 # Commands with their own argument parsers: the rest of the command line is handed to them.
 DELEGATED = {"bench": "perception_core.bench", "build-engine": "perception_core.engines.tensorrt_engine",
              "record": "perception_core.evaluation.record"}
@@ -217,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--det-stride", type=int, choices=(4, 8),
                    help="detection head stride (default: the model's, 4); 4 fuses the stride-4 features for small "
                         "objects")
-    p.add_argument("--init-from", help="warm start from this run directory (layers matching by name and shape)")
+    p.add_argument("--head-block", choices=HEAD_BLOCKS,
+                   help="FPN output and task trunks (default: separable, depthwise 3x3 + 1x1; dense: the 3x3 conv of "
+                        "models trained before it)")
+    p.add_argument("--init-from", metavar="RUN_DIR|MODEL.onnx",
+                   help="warm start from a run directory, or from an exported ONNX model when its run is gone "
+                        "(layers matching by name and shape)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_train)
@@ -284,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--out", default="docs/model/training_curves.png")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("macs", help="multiply-adds per part (backbone, neck, each head) of exported ONNX models")
+    p.add_argument("--model", nargs="+", required=True, help="ONNX models, e.g. models/multitask.onnx")
+    p.add_argument("--json", help="also write the counts here")
+    p.set_defaults(func=cmd_macs)
 
     sub.add_parser("bench", help="multitask vs separate vs int8, and the node end to end (make bench)")
     sub.add_parser("build-engine", help="ONNX -> cached TensorRT plan (Jetson/GPU with TensorRT only)")

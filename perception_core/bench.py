@@ -4,7 +4,7 @@ Everything is compared on the same frames in the same run, as ratios, with p50/p
 - latency per stage and in total, the configurations interleaved frame by frame;
 - accuracy of each configuration on those frames (the one evaluation path, every peak kept);
 - peak RSS of each configuration in a process of its own, above an empty-runtime baseline;
-- parameters (ONNX initializers, LiteRT constant tensors).
+- parameters (ONNX initializers, LiteRT constant tensors) and multiply-adds per part (ONNX models).
 The node as deployed (camera process -> node process -> observer) is measured from the nodes'
 side, which runs this benchmark first and adds its figures to the same outputs (``make bench``).
 Writes ``bench/results.json``, ``bench/results.md`` and ``bench/bench.png``.
@@ -23,6 +23,7 @@ import numpy as np
 
 from perception_core.datasets.simulator import SimulatorSource
 from perception_core.evaluation.evaluate import SCORE_FLOOR, evaluate
+from perception_core.macs import model_macs
 from perception_core.pipeline.pipeline import TOTAL, Pipeline
 from perception_core.profiling import (
     camera_payloads,
@@ -109,13 +110,16 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int) -> tup
     baseline = measure_memory([], 20, threads)
     memory = {name: measure_memory(p, 20, threads) - baseline for name, p in paths.items()}
     params = {name: sum(model_parameters(m) for m in p) for name, p in paths.items()}
+    macs = {name: {m.name: model_macs(m) for m in p if m.suffix == ".onnx"} for name, p in paths.items()}
+    total_macs = {name: sum(m["total"] for m in per_model.values()) or None for name, per_model in macs.items()}
 
     p50 = {name: latency[name][TOTAL].p50_ms for name in latency}
     infer50 = {name: latency[name]["infer"].p50_ms for name in latency}
     results = {
         "frames": description, "threads": threads, "machine": "2-core shared CPU (see note)",
         "configurations": {name: {
-            "models": list(CONFIGURATIONS[name]), "parameters": params[name],
+            "models": list(CONFIGURATIONS[name]), "parameters": params[name], "macs": total_macs[name],
+            "macs_per_part": macs[name],
             "latency_ms": {stage: s.as_dict() for stage, s in latency[name].items()},
             "rss_above_baseline_mib": memory[name], **acc[name]} for name in CONFIGURATIONS},
         "baseline_rss_mib": baseline,
@@ -124,6 +128,7 @@ def run_bench(models_dir: Path, out_dir: Path, frames: int, threads: int) -> tup
             "infer_multitask_over_separate": ratio(infer50["multitask fp32"], infer50["separate fp32"]),
             "memory_multitask_over_separate": ratio(memory["multitask fp32"], memory["separate fp32"]),
             "parameters_multitask_over_separate": ratio(params["multitask fp32"], params["separate fp32"]),
+            "macs_multitask_over_separate": ratio(total_macs["multitask fp32"], total_macs["separate fp32"]),
             "int8_over_fp32": ratio(infer50["multitask int8"], infer50["multitask fp32"]),
             "int8_over_fp32_total": ratio(p50["multitask int8"], p50["multitask fp32"]),
             "litert_fp32_over_onnxruntime_fp32": ratio(infer50["multitask fp32 litert"], infer50["multitask fp32"]),
@@ -139,12 +144,14 @@ def write_outputs(results: dict, latency, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     lines = [f"# Benchmark: {results['frames']}, {results['threads']} threads", "",
-             "| configuration | params | total p50 / p95 / p99 ms | infer p50 ms | RSS above baseline MiB "
-             "| mIoU | mAP50 |", "|---|---|---|---|---|---|---|"]
+             "| configuration | params | M MACs | total p50 / p95 / p99 ms | infer p50 ms | RSS above baseline MiB "
+             "| mIoU | mAP50 |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for name, c in results["configurations"].items():
         t = c["latency_ms"][TOTAL]
-        lines.append(f"| {name} | {c['parameters']:,} | {t['p50_ms']:.2f} / {t['p95_ms']:.2f} / {t['p99_ms']:.2f} "
+        macs = "-" if c.get("macs") is None else f"{c['macs'] / 1e6:.0f}"
+        lines.append(f"| {name} | {c['parameters']:,} | {macs} | {t['p50_ms']:.2f} / {t['p95_ms']:.2f} / "
+                     f"{t['p99_ms']:.2f} "
                      f"| {c['latency_ms']['infer']['p50_ms']:.2f} | {c['rss_above_baseline_mib']:.1f} "
                      f"| {fmt(c['miou'])} | {fmt(c['map50'])} |")
     lines += ["", "| ratio | value |", "|---|---|"]

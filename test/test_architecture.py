@@ -58,6 +58,7 @@ LAYERS = {
     "perception_core.types": 0, "perception_core.codec": 0, "perception_core.datasets.spec": 0,
     "perception_core.resources": 0,
     "perception_core.pipeline": 1, "perception_core.engines": 1, "perception_core.model_spec": 1,
+    "perception_core.macs": 1,
     "perception_core.message_readers": 1, "perception_core.visualize": 1,
     "perception_core.metrics": 2,
     "perception_core.datasets": 3, "perception_core.sim": 3,

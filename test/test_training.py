@@ -57,17 +57,17 @@ def test_stride_four_head_sits_on_the_stride_four_level():
         build_model("multitask", (64, 96, 3), SPEC, det_stride=2, **TINY)
 
 
-@pytest.mark.parametrize("det_stride", [4, 8])
-def test_config_round_trip(det_stride):
+@pytest.mark.parametrize("det_stride,head_block", [(4, "separable"), (8, "separable"), (4, "dense")])
+def test_config_round_trip(det_stride, head_block):
     import keras
 
-    model = build_model("multitask", (64, 96, 3), SPEC, det_stride=det_stride, **TINY)
+    model = build_model("multitask", (64, 96, 3), SPEC, det_stride=det_stride, head_block=head_block, **TINY)
     config = model.get_config()
     restored = PerceptionModel.from_config(config)
     assert json.dumps(restored.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     assert json.dumps(again.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
-    assert restored.count_params() == model.count_params()
+    assert restored.count_params() == model.count_params() and restored.head_block == head_block
 
 
 @pytest.mark.parametrize("det_stride", [4, 8])
@@ -138,7 +138,7 @@ def test_tiny_model_loss_falls(tmp_path):
     from perception_core.training.train import load_trained, train
 
     out = train("multitask", steps=16, batch=4, out=tmp_path / "run", image_hw=(64, 96), crop_hw=(64, 96),
-                lr=5e-3, checkpoint_every=8, log_every=4, model_kwargs={**TINY, "det_stride": 8},
+                lr=5e-3, checkpoint_every=8, log_every=4, model_kwargs={**TINY, "det_stride": 8, "head_block": "dense"},
                 source=synthetic_source())
     history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
     assert history["total"][-1] < history["total"][0]
@@ -147,15 +147,15 @@ def test_tiny_model_loss_falls(tmp_path):
     assert settings["variant"] == "multitask" and model.count_params() == settings["params"]
     assert settings["dataset"] == SPEC.to_dict() and settings["source"] == "synthetic" and model.spec == SPEC
 
-    # A run saved before runs recorded their label set and det_stride: the simulator's, and stride 8.
+    # A run saved before runs recorded their label set, det_stride and head_block: the simulator's, stride 8, dense.
     from perception_core.datasets.simulator import SimulatorSource
 
     config = json.loads((out / "config.json").read_text())
-    del config["settings"]["dataset"], config["model"]["det_stride"]
+    del config["settings"]["dataset"], config["model"]["det_stride"], config["model"]["head_block"]
     config["settings"]["model_kwargs"] = TINY
     (out / "config.json").write_text(json.dumps(config))
     legacy, _ = load_trained(out)
-    assert legacy.det_stride == 8 and legacy.spec == SimulatorSource.spec
+    assert legacy.det_stride == 8 and legacy.spec == SimulatorSource.spec and legacy.head_block == "dense"
 
 
 def test_warm_started_stride_four_run_trains(tmp_path):

@@ -1,5 +1,5 @@
-"""The backbones a model can be built on: keras.applications models and their pyramid layers (no TensorFlow
-import, so the command line can list them).
+"""The backbones a model can be built on: keras.applications models and their pyramid layers, and the blocks of
+its neck and heads (no TensorFlow import, so the command line can list them).
 
 Each entry's taps are the layers whose outputs are the strides 4/8/16/32 (P2..P5), found by building
 the model with ``weights=None`` and reading its layer names and output sizes (test_backbones.py checks
@@ -10,6 +10,10 @@ the strides); only names the application sets itself are used, never Keras's glo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+HEAD_BLOCKS = ("separable", "dense")  # the FPN output conv and the task trunks (3x3, 64 channels, stride 8)
+HEAD_BLOCK = "separable"  # depthwise 3x3 + pointwise 1x1: 14 M MACs at 384x512 where the dense 3x3 costs 113 M
+LEGACY_HEAD_BLOCK = "dense"  # what runs and configs saved before head_block existed were built with
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from perception_core.datasets.spec import DatasetSpec
-from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE
+from perception_core.training.backbones import BACKBONES, DEFAULT_BACKBONE, HEAD_BLOCK, HEAD_BLOCKS, LEGACY_HEAD_BLOCK
 
 VARIANTS = ("multitask", "seg_only", "det_only")
 HEADS = {"multitask": ("seg", "det"), "seg_only": ("seg",), "det_only": ("det",)}
@@ -112,16 +112,18 @@ def backbone_class(arch):
 
 @_register
 class ConvBlock(keras.layers.Layer):
-    """3x3 conv + BatchNorm + ReLU, sized from its input."""
+    """3x3 conv + BatchNorm + ReLU, sized from its input; ``separable`` makes the conv depthwise 3x3 + pointwise 1x1."""
 
-    def __init__(self, filters, kernel_size=3, bn_momentum=BN_MOMENTUM, **kwargs):
+    def __init__(self, filters, kernel_size=3, bn_momentum=BN_MOMENTUM, separable=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.bn_momentum = bn_momentum
+        self.separable = separable
 
     def build(self, input_shape):
-        self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, padding="same", use_bias=False, name="conv")
+        conv = keras.layers.SeparableConv2D if self.separable else keras.layers.Conv2D
+        self.conv = conv(self.filters, self.kernel_size, padding="same", use_bias=False, name="conv")
         self.conv.build(input_shape)
         self.bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="bn")
         self.bn.build(self.conv.compute_output_shape(input_shape))
@@ -134,14 +136,14 @@ class ConvBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "bn_momentum": self.bn_momentum}
+                "bn_momentum": self.bn_momentum, "separable": self.separable}
 
 
 @_register
 class FeaturePyramid(keras.layers.Layer):
     """Top-down FPN over {"P3".."P5"} that returns the fused finest level (all heads run at stride 8)."""
 
-    def __init__(self, num_channels=64, min_level=3, max_level=5, bn_momentum=BN_MOMENTUM, **kwargs):
+    def __init__(self, num_channels=64, min_level=3, max_level=5, bn_momentum=BN_MOMENTUM, separable=False, **kwargs):
         super().__init__(**kwargs)
         if min_level > max_level:
             raise ValueError(f"min_level {min_level} must be <= max_level {max_level}")
@@ -149,6 +151,7 @@ class FeaturePyramid(keras.layers.Layer):
         self.min_level = min_level
         self.max_level = max_level
         self.bn_momentum = bn_momentum
+        self.separable = separable
 
     def build(self, input_shapes):
         missing = [f"P{lv}" for lv in range(self.min_level, self.max_level + 1) if f"P{lv}" not in input_shapes]
@@ -161,7 +164,7 @@ class FeaturePyramid(keras.layers.Layer):
             self.lateral_convs.append(conv)
         self.sizes = {lv: tuple(input_shapes[f"P{lv}"][1:3]) for lv in range(self.min_level, self.max_level + 1)}
         fine = tuple(input_shapes[f"P{self.min_level}"][:3]) + (self.num_channels,)
-        self.output_conv = ConvBlock(self.num_channels, bn_momentum=self.bn_momentum,
+        self.output_conv = ConvBlock(self.num_channels, bn_momentum=self.bn_momentum, separable=self.separable,
                                      name=f"output_conv_{self.min_level}")
         self.output_conv.build(fine)
 
@@ -178,7 +181,7 @@ class FeaturePyramid(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_channels": self.num_channels, "min_level": self.min_level,
-                "max_level": self.max_level, "bn_momentum": self.bn_momentum}
+                "max_level": self.max_level, "bn_momentum": self.bn_momentum, "separable": self.separable}
 
 
 @_register
@@ -317,32 +320,37 @@ class PerceptionModel(keras.Model):
     (B,H/s,W/s,D) sigmoid, ``det_wh`` (B,H/s,W/s,2) log(box size in cells), ``det_offset`` sub-cell centre.
     S and D are the class counts of ``spec``, the label set it is trained on (kept in its config).
     ``det_stride`` 8 is the original head; 4 adds a ``DetailFusion`` with the stride-4 features.
+    ``head_block`` "separable" makes the FPN output conv and both task trunks depthwise-separable, so the shared
+    backbone dominates the cost; "dense" is the 3x3 conv of the models trained before it.
     """
 
     def __init__(self, backbone, spec, variant="multitask", neck_channels=64, head_channels=64,
-                 det_stride=DET_STRIDE, detail_channels=32, **kwargs):
+                 det_stride=DET_STRIDE, detail_channels=32, head_block=LEGACY_HEAD_BLOCK, **kwargs):
         spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.from_dict(spec)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if det_stride not in DET_STRIDES:
             raise ValueError(f"det_stride must be one of {DET_STRIDES}, got {det_stride!r}")
+        if head_block not in HEAD_BLOCKS:
+            raise ValueError(f"head_block must be one of {HEAD_BLOCKS}, got {head_block!r}")
+        separable = head_block == "separable"
         for head, count in (("seg", spec.num_seg_classes), ("det", spec.num_det_classes)):
             if head in HEADS[variant] and not count:
                 raise ValueError(f"variant {variant} has a {head} head but {spec.name or 'the spec'} has no "
                                  f"{'segmentation' if head == 'seg' else 'detection'} classes")
         # === Layers ===
-        neck = FeaturePyramid(neck_channels, name="neck")
+        neck = FeaturePyramid(neck_channels, separable=separable, name="neck")
         # === Functional Model ===
         inputs = backbone.inputs[0]
         pyramid = backbone(inputs)
         features = neck(pyramid)
         outputs = {}
         if "seg" in HEADS[variant]:
-            x = ConvBlock(head_channels, name="seg_trunk")(features)
+            x = ConvBlock(head_channels, separable=separable, name="seg_trunk")(features)
             outputs["seg_logits"] = SegmentationLogits(spec.num_seg_classes, backbone.image_shape[:2],
                                                        name="seg_logits")(x)
         if "det" in HEADS[variant]:
-            x = ConvBlock(head_channels, name="det_trunk")(features)
+            x = ConvBlock(head_channels, separable=separable, name="det_trunk")(features)
             if det_stride == 4:
                 x = DetailFusion(detail_channels, name="det_detail")([x, pyramid["P2"]])
             small = {"kernel_initializer": keras.initializers.RandomNormal(stddev=HEAD_INIT_STDDEV)}
@@ -360,6 +368,7 @@ class PerceptionModel(keras.Model):
         self.head_channels = head_channels
         self.det_stride = det_stride
         self.detail_channels = detail_channels
+        self.head_block = head_block
 
     @property
     def image_shape(self):
@@ -389,7 +398,7 @@ class PerceptionModel(keras.Model):
         return {"name": self.name, "trainable": self.trainable, "backbone": keras.layers.serialize(self.backbone),
                 "spec": self.spec.to_dict(), "variant": self.variant, "neck_channels": self.neck_channels,
                 "head_channels": self.head_channels, "det_stride": self.det_stride,
-                "detail_channels": self.detail_channels}
+                "detail_channels": self.detail_channels, "head_block": self.head_block}
 
     @classmethod
     def from_config(cls, config):
@@ -399,7 +408,7 @@ class PerceptionModel(keras.Model):
 
 
 def build_model(variant, image_shape, spec, backbone=DEFAULT_BACKBONE, alpha=None, neck_channels=64, head_channels=64,
-                det_stride=DET_STRIDE, detail_channels=32, backbone_weights=None):
+                det_stride=DET_STRIDE, detail_channels=32, head_block=HEAD_BLOCK, backbone_weights=None):
     """The one builder for all variants: same backbone, neck and heads, different head sets, sized from ``spec``.
 
     ``backbone`` names a BACKBONES entry (``alpha`` overrides its width, e.g. for tiny test models);
@@ -408,7 +417,8 @@ def build_model(variant, image_shape, spec, backbone=DEFAULT_BACKBONE, alpha=Non
     backbone = backbone_class(backbone)(image_shape=image_shape, arch=backbone, alpha=alpha, weights=backbone_weights,
                                         name="backbone")
     return PerceptionModel(backbone, spec, variant=variant, neck_channels=neck_channels, head_channels=head_channels,
-                           det_stride=det_stride, detail_channels=detail_channels, name=variant)
+                           det_stride=det_stride, detail_channels=detail_channels, head_block=head_block,
+                           name=variant)
 
 
 def copy_matching_weights(source, target):

@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 from perception_core.datasets.simulator import SimulatorSource
 from perception_core.datasets.spec import DatasetSpec
+from perception_core.training.backbones import LEGACY_HEAD_BLOCK
 from perception_core.training.data import TASK_LABELS, BatchSampler
 from perception_core.training.loader import Prefetcher, combined_spec, training_frames
 from perception_core.training.losses import TaskBalancer, batch_loss, task_losses
 from perception_core.training.model import BN_MOMENTUM, HEADS, build_model, copy_matching_weights
+from perception_core.training.onnx_weights import load_onnx_weights
 
 TASK_VARIANTS = {"multitask": "multitask", "seg": "seg_only", "det": "det_only"}
 BALANCE_LR = 1e-2  # Adam moves a variable ~lr per step: the task weights must track losses within ~100 steps
@@ -174,13 +176,14 @@ class Trainer:
         start = 0
         if resume and (self.ckpt / "state.json").exists():
             start = _load_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer)
+        elif init_from is not None and Path(init_from).suffix == ".onnx":
+            copied, fresh = load_onnx_weights(init_from, self.model, self.sampler(0)["image"])
+            print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
         elif init_from is not None:
             copied, fresh = copy_matching_weights(load_trained(init_from, crop_hw)[0], self.model)
             print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
-        if init_from is not None:  # the source run's own settings, so an exported model traces through both stages
-            source = json.loads((Path(init_from) / "config.json").read_text())["settings"]
-            self.settings["init_from"] = {"run": str(init_from), **{k: source.get(k) for k in (
-                "command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total")}}
+        if init_from is not None:  # the source's own settings, so an exported model traces through both stages
+            self.settings["init_from"] = _init_record(Path(init_from))
         return start
 
     def _write_config(self):
@@ -286,6 +289,18 @@ def _weights_record(weights):
     return {"source": str(Path(weights).resolve()), "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
 
 
+def _init_record(init_from: Path) -> dict:
+    """What a warm start came from: a run's settings, or an exported model's file hash and its sidecar's training."""
+    keys = ("command", "steps", "seed", "image_hw", "crop_hw", "train_seconds_total", "init_from")
+    if init_from.suffix == ".onnx":
+        sidecar = init_from.with_name(init_from.name + ".json")
+        training = json.loads(sidecar.read_text()).get("training", {}) if sidecar.exists() else {}
+        return {"model": str(init_from), "sha256": hashlib.sha256(init_from.read_bytes()).hexdigest(),
+                **{k: training.get(k) for k in keys}}
+    source = json.loads((init_from / "config.json").read_text())["settings"]
+    return {"run": str(init_from), **{k: source.get(k) for k in keys[:-1]}}
+
+
 def _use_threads(threads):
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -319,7 +334,8 @@ def load_trained(run_dir, image_hw=None):
         settings["train_seconds_total"] = round(_logged_seconds(run_dir / "history.csv"), 1)
     hw = tuple(image_hw or settings["image_hw"])
     spec = DatasetSpec.from_dict(settings["dataset"]) if "dataset" in settings else SimulatorSource.spec
-    kwargs = {"det_stride": config["model"].get("det_stride", LEGACY_DET_STRIDE), **settings.get("model_kwargs", {})}
+    kwargs = {"det_stride": config["model"].get("det_stride", LEGACY_DET_STRIDE),
+              "head_block": config["model"].get("head_block", LEGACY_HEAD_BLOCK), **settings.get("model_kwargs", {})}
     model = build_model(settings["variant"], hw + (3,), spec, **kwargs)
     model.load_weights(run_dir / "checkpoint" / "model.weights.h5")
     return model, settings
