@@ -77,7 +77,8 @@ def cmd_quantize(args) -> int:
     from perception_core.training.quantize import quantize
 
     quantize(args.model, args.out, args.out_trt, calibration_frames=args.calibration_frames,
-             eval_frames=args.eval_frames, threads=args.threads, float_det_trunk=args.float_det_trunk)
+             eval_frames=args.eval_frames, threads=args.threads, float_det_trunk=args.float_det_trunk,
+             float_stem_convs=args.float_stem)
     return 0
 
 
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-trt", help="TensorRT form of an ONNX model; default: <stem>_int8_trt.onnx")
     p.add_argument("--calibration-frames", type=int, default=200)
     p.add_argument("--float-det-trunk", action="store_true", help="keep the detection head's 3x3 conv in float")
+    p.add_argument("--float-stem", type=int, metavar="N",
+                   help="CPU form: keep the first N convs (and the normalisation before them) in float; default: up "
+                        "to the first conv that narrows the channels (0 quantizes every conv)")
     p.add_argument("--eval-frames", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_quantize)

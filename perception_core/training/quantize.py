@@ -2,7 +2,11 @@
 
 From an ONNX model, QDQ ONNX in two forms:
 - u8s8 (QUInt8 asymmetric activations, QInt8 symmetric per-channel weights): ONNX Runtime on a CPU
-  fuses it into QLinearConv, the fast one.
+  fuses it into QLinearConv, the fast one. Its stem, the leading convs up to the first that narrows
+  the channels (MobileNet: the 3-channel conv, the first depthwise and its projection) and the
+  normalisation in front of them, stays in float: ONNX Runtime's int8 kernels are slower than its
+  float ones on 3- and 16-channel inputs, and the narrowed tensor is the cheapest place to quantize
+  (measured faster than quantizing every conv).
 - s8 symmetric without int32 bias DQ: the explicit-quantization form TensorRT accepts.
 From a LiteRT ``.tflite`` model, a full-integer int8 flatbuffer (int8 weights and activations,
 per-channel weights, the float part below excepted) for LiteRT on CPU boards and as the input to
@@ -31,6 +35,7 @@ CALIBRATION_FRAMES = 200  # min/max calibration settles well before this; more o
 CALIBRATION_POOL = 5000  # calibration frames are spread evenly over the first this-many training frames
 EVAL_FRAMES = 500  # validation frames for each quantized model's sidecar metrics
 
+STEM_SEARCH = 4  # the float stem ends at a narrowing conv among the first this-many convs, else there is none
 FORMS = {
     "cpu": {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
             "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}},
@@ -89,22 +94,56 @@ def float_nodes(model: onnx.ModelProto, float_det_trunk: bool = False) -> list[s
     return sorted(keep)
 
 
-def quantize_onnx(model_path, out_path, form, calibration_frames, input_name="image", float_det_trunk=False) -> dict:
-    """Quantize ``model_path`` into ``out_path`` in ``form`` ("cpu" or "tensorrt"); returns the settings used."""
+def float_stem(model: onnx.ModelProto, count: int | None = None) -> list[str]:
+    """Nodes of the float stem: the leading convs and everything upstream of them (the normalisation).
+
+    The first ``count`` convs, or by default (None) those up to and including the first conv with
+    fewer output than input channels among the first STEM_SEARCH convs (none if there is no such
+    conv there). A quantized normalisation in front of a float conv would only add Q/DQ work.
+    """
+    nodes = model.graph.node
+    init = {i.name: i for i in model.graph.initializer}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    if count is None:
+        count = 0
+        for index, conv in enumerate(convs[:STEM_SEARCH]):
+            out_channels, in_per_group = init[conv.input[1]].dims[:2]
+            group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+            if out_channels < in_per_group * group:
+                count = index + 1
+                break
+    keep = {n.name for n in convs[:count]}
+    producer = {out: n for n in nodes for out in n.output}
+    frontier = [n.input[0] for n in convs[:count]]
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is not None and node.name not in keep:
+            keep.add(node.name)
+            frontier.extend(node.input)
+    return [n.name for n in nodes if n.name in keep]
+
+
+def quantize_onnx(model_path, out_path, form, calibration_frames, input_name="image", float_det_trunk=False,
+                  stem: int | None = None) -> dict:
+    """Quantize ``model_path`` into ``out_path`` in ``form`` ("cpu" or "tensorrt"); returns the settings used.
+
+    ``stem``: the number of leading convs kept in float in the CPU form (None: :func:`float_stem`'s rule).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model_path), str(prepared))
         model = onnx.load(str(prepared))
-        exclude = [n for n in float_nodes(model, float_det_trunk) if n]
         has_det = any(n.op_type == "Sigmoid" for n in model.graph.node)
+        tail = [n for n in float_nodes(model, float_det_trunk) if n] if has_det else []
+        stem_nodes = float_stem(model, stem) if form == "cpu" else []
         settings = FORMS[form]
         quantize_static(str(prepared), str(out_path), FrameReader(calibration_frames, input_name),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        nodes_to_exclude=exclude if has_det else [], **settings)
+                        quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_exclude=stem_nodes + tail,
+                        **settings)
     return {"form": form, "format": "QDQ", "per_channel": True, "calibration": "MinMax",
             "calibration_frames": len(calibration_frames), "activation_type": settings["activation_type"].name,
             "weight_type": settings["weight_type"].name,
-            "extra_options": settings["extra_options"], "float_nodes": exclude if has_det else [],
+            "extra_options": settings["extra_options"], "float_stem": stem_nodes, "float_nodes": tail,
             "float_det_trunk": float_det_trunk}
 
 
@@ -212,13 +251,14 @@ def calibration_images(input_hw, count, source=None) -> np.ndarray:
 
 
 def quantize(model, out=None, out_trt=None, calibration_frames=CALIBRATION_FRAMES, eval_frames=EVAL_FRAMES, threads=2,
-             float_det_trunk=False, frames=None, source=None, eval_source=None):
+             float_det_trunk=False, frames=None, source=None, eval_source=None, float_stem_convs=None):
     """INT8 forms of an exported fp32 model, each with a sidecar carrying its own metrics.
 
     An ``.onnx`` model gives the two QDQ forms (``out``, ``out_trt``); a ``.tflite`` model gives the
     full-integer LiteRT model (``out``). Unnamed outputs go beside the model as ``<stem>_int8.<ext>``
     and ``<stem>_int8_trt.onnx``. Calibrated on ``frames`` if given, else on frames of ``source``
     (default: the simulator's training split); scored on ``eval_source`` (default: its validation split).
+    ``float_stem_convs``: leading convs the CPU form keeps in float (None: up to the first narrowing conv).
     """
     spec = ModelSpec.load(model)
     base = spec.model_path.with_name(spec.model_path.stem + "_int8")
@@ -234,7 +274,8 @@ def quantize(model, out=None, out_trt=None, calibration_frames=CALIBRATION_FRAME
         if form == "litert":
             settings = quantize_tflite(spec.model_path, path, frames, spec.input_name, float_det_trunk)
         else:
-            settings = quantize_onnx(spec.model_path, path, form, frames, spec.input_name, float_det_trunk)
+            settings = quantize_onnx(spec.model_path, path, form, frames, spec.input_name, float_det_trunk,
+                                     float_stem_convs)
         fields = {k: v for k, v in spec.raw.items() if k not in ("format_version", "model_file", "sha256")}
         fields.update(name=path.stem, precision="int8", metrics={}, quantization=settings,
                       source_model={"file": spec.model_path.name, "sha256": spec.sha256},
