@@ -36,12 +36,18 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabi
 # The latency budget's default fallback per engine: the bundled int8 model in the form that engine runs.
 FALLBACK_MODELS = {"onnxruntime": "multitask_int8.onnx", "tensorrt": "multitask_int8_trt.onnx",
                    "litert": "multitask_int8.tflite"}
+# The bundled model that `precision` picks when `model` is empty, per engine.
+BUNDLED_MODELS = {"fp32": {"onnxruntime": "multitask.onnx", "tensorrt": "multitask.onnx", "litert": "multitask.tflite"},
+                  "int8": FALLBACK_MODELS}
 
 
 @dataclass(frozen=True)
 class MultitaskNodeParams:
-    model: str = param("", "Path to an ONNX model with its .json sidecar; empty = bundled multitask.onnx.")
+    model: str = param("", "Path to an ONNX model with its .json sidecar; empty = the bundled model of precision.")
     engine: str = param("onnxruntime", "Inference engine.", choices=ENGINES)
+    precision: str = param("fp32", "Which bundled model runs when model is empty: fp32 = multitask.onnx (.tflite on "
+                           "litert), int8 = the INT8 model in the engine's form; ignored when model is set.",
+                           choices=tuple(BUNDLED_MODELS))
     threads: int = param(2, "Intra-op threads of the engine.", range=(1, 64))
     providers: tuple = param(("cpu",), "ONNX Runtime execution providers in order of preference: cpu, cuda, "
                              "tensorrt or full names (e.g. CUDAExecutionProvider); engine onnxruntime only.")
@@ -63,6 +69,10 @@ class MultitaskNodeParams:
                                      range=(0.0, 10000.0), live=True)
     fallback_model: str = param("", "The cheaper model of the latency budget (same classes as model), loaded at "
                                 "start beside it when latency_budget_ms > 0; empty = the bundled int8 model.")
+
+    @property
+    def model_path(self) -> str:
+        return self.model or str(package_file("models", BUNDLED_MODELS[self.precision][self.engine]))
 
 
 class CameraTopics:
@@ -87,7 +97,7 @@ class MultitaskNode(Node):
         self.scheduler = MailboxScheduler([prefix or "camera" for prefix in p.cameras], self.process,
                                           self._log_failure, (ImageDecodeError,), running=self.context.ok)
         self.pipeline = pipe = Pipeline.from_model_files(
-            [p.model or package_file("models", "multitask.onnx")], engine=p.engine, threads=p.threads,
+            [p.model_path], engine=p.engine, threads=p.threads,
             providers=p.providers, delegate=p.delegate or None, score_threshold=p.score_threshold,
             max_detections=p.max_detections)
         self.primary = pipe

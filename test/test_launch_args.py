@@ -62,7 +62,7 @@ def changed(tmp_path_factory):
     params["/**"]["ros__parameters"]["score_threshold"] = 0.77
     (folder / "node.param.yaml").write_text(yaml.safe_dump(params))
     shutil.copy(os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"], folder / "profile.xml")  # tests stay on loopback
-    return {"image": "/launch_test/camera", "model": str(TFLITE), "engine": "litert",
+    return {"image": "/launch_test/camera", "model": str(TFLITE), "engine": "litert", "precision": "int8",
             "params_file": str(folder / "node.param.yaml"), "dds_profile": str(folder / "profile.xml"),
             "rate": "12.5", "frames": "7"}
 
@@ -72,6 +72,7 @@ def perception_checks(values: dict, use_sim_time: bool) -> dict:
         "image": topic_used("multitask_perception", values["image"], "subscribes"),
         "model": param_is("multitask_perception", "model", values["model"]),
         "engine": param_is("multitask_perception", "engine", values["engine"]),
+        "precision": param_is("multitask_perception", "precision", values["precision"]),
         "params_file": param_is("multitask_perception", "score_threshold", 0.77),
         "use_sim_time": param_is("multitask_perception", "use_sim_time", use_sim_time),
         "dds_profile": environment_has(PROFILE_VARS, values["dds_profile"]),
@@ -127,6 +128,24 @@ def test_every_advertised_argument_takes_effect(ros_peer, tmp_path, changed, nam
                 check(graph, started)
         for node_name, process in started.items():
             assert process.process.poll() is None, f"{node_name} exited:\n{process.stop()}{process.output}"
+
+
+@pytest.mark.parametrize("name", ["perception.launch.xml", "simulation.launch.xml"])
+def test_precision_int8_alone_runs_the_bundled_int8_model(ros_peer, tmp_path, name):
+    """With model left empty, precision:=int8 is what picks the file: /diagnostics names the int8 model."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    node, executor = ros_peer
+    seen = {}
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: seen.update(
+        {s.name: {v.key: v.value for v in s.values} for s in msg.status}), 10)
+    perception = next(n for n in launch(LAUNCH / name, precision="int8").nodes if n.name == "multitask_perception")
+    assert perception.param_value("model") == "" and perception.param_value("precision") == "int8"
+    with NodeProcess.of_command(perception.command(tmp_path), env={**os.environ, **perception.env}) as process:
+        found = spin_until(executor, lambda: any(v.get("model") for v in seen.values()), timeout=60)
+        assert found, f"no /diagnostics from the node:\n{process.output}"
+    identity = next(v for v in seen.values() if v.get("model"))
+    assert (identity["model"], identity["precision"]) == ("multitask_int8", "int8"), identity
 
 
 @pytest.mark.parametrize("exported,expected", [
