@@ -159,10 +159,13 @@ def write_outputs(results: dict, latency, out_dir: Path) -> None:
     node = results.get("node")
     if node:
         lines += ["", "| node (camera -> node -> observer, 640x480) | value |", "|---|---|"]
-        for key in ("engine_infer_p50_ms", "node_total_p50_ms", "overhead_ratio", "e2e_over_engine",
-                    "pre_post_ms_640x480", "pre_post_ms_1080p", "max_fps_without_drops", "overload_p99_over_p50",
-                    "first_output_s"):
+        for key in ("engine_infer_p50_ms", "node_total_p50_ms", "infer_over_bare", "python_ms_640x480",
+                    "overhead_ratio", "e2e_over_engine", "pre_post_ms_640x480", "pre_post_ms_1080p",
+                    "max_fps_without_drops", "overload_p99_over_p50", "first_output_s"):
             lines.append(f"| {key} | {fmt(node.get(key))} |")
+        for key in ("max_fps_without_drops", "python_ms_640x480", "infer_over_bare"):
+            if key in node.get("int8", {}):
+                lines.append(f"| int8 model: {key} | {fmt(node['int8'][key])} |")
         o = node["overload"]
         lines.append(f"| overload RSS start -> end MiB | {o['rss_mib_start']:.1f} -> {o['rss_mib_end']:.1f} |")
         m = results["multicamera"]
@@ -173,10 +176,23 @@ def write_outputs(results: dict, latency, out_dir: Path) -> None:
             lines.append(f"| {cam} fps / e2e p50 / p99 ms | {one['fps_out']:.1f} / {one['e2e_p50_ms']:.1f} / "
                          f"{one['e2e_p99_ms']:.1f} | {two['fps_out']:.1f} / {two['e2e_p50_ms']:.1f} / "
                          f"{two['e2e_p99_ms']:.1f} |")
+    if "budget" in results:
+        lines += budget_table(results["budget"])
     if "memory" in results:
         lines += memory_table(results["memory"])
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     plot_stage_bars(latency, out_dir / "bench.png", f"per-stage p50 (bar) and total p95 (tick): {results['frames']}")
+
+
+def budget_table(budget: dict) -> list[str]:
+    """The latency budget under a CPU hog (perception_nodes.budget_bench): p95 against the budget, switch times."""
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = ["", f"| latency budget {budget['budget_ms']:.1f} ms ({budget['budget_rule']}), camera "
+             f"{budget['camera_rate_hz']:g} Hz, {budget['hogs']} hog(s) | value |", "|---|---|"]
+    lines += [f"| {key} | {fmt(budget.get(key))} |" for key in (
+        "p95_over_budget", "p95_over_budget_without", "hog_p50_on_over_off", "hog_p95_on_over_off",
+        "switch_down_after_hog_start_s", "switch_up_after_hog_stop_s", "switches", "cost_ratio", "rss_mib_fallback")]
+    return lines
 
 
 def memory_table(memory: dict) -> list[str]:

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("bench/yolo26_comparison.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/bench/yolo26_comparison.json"))
     return parser
 
 
