@@ -40,10 +40,12 @@ MODELS = ROOT / "models"
 VERSIONS = ["8.6.2", "10.3.0", "10.13.3", "11.1.0"]  # JetPack 6.0, 6.1/6.2, 7.0, a current pip wheel
 # The bundled model's heatmap decoding as the ONNX parser names its layers: the heatmap conv, Sigmoid, the
 # slices/transposes around the 3x3 MaxPool, Equal, the mask multiply and the TopK over the flattened scores.
-PEAK_FINDER = {"functional_1/det_heatmap_1/BiasAdd", "functional_1/det_heatmap_1/Sigmoid", "strided_slice_3",
-               "strided_slice_3__291", "functional_1/det_heatmap_1/BiasAdd__287", "Unsqueeze__294", "strided_slice_6",
-               "MaxPool2d__311", "MaxPool2d", "strided_slice_7", "strided_slice_7__316", "MaxPool2d__312", "Equal",
-               "mul", "Reshape", "TopKV2"}  # Cast_2 (bool -> float) has its type from its own cast
+P = "multitask_inference_1/"  # the exported inference model's scope
+PEAK_FINDER = {P + name for name in (
+    "det_heatmap_1/BiasAdd", "det_heatmap_1/Sigmoid", "peaks_1/strided_slice", "peaks_1/strided_slice__334",
+    "det_heatmap_1/BiasAdd__330", "peaks_1/strided_slice_3", "peaks_1/MaxPool2d__341", "peaks_1/MaxPool2d",
+    "peaks_1/strided_slice_4", "peaks_1/strided_slice_4__346", "peaks_1/MaxPool2d__342", "peaks_1/Equal",
+    "peaks_1/mul", "peaks_1/Reshape", "peaks_1/TopKV2")} | {"Unsqueeze__337"}  # Cast (bool -> float): own type
 
 
 def _load(name: str, path: Path):
@@ -214,8 +216,9 @@ def test_bundled_model_runs_like_onnxruntime_with_the_peak_finder_pinned(trt, ca
     pinned = {layer.name for layer in network._layers if layer._precision is not None or layer._output_types}
     assert pinned == PEAK_FINDER  # the heatmap decoding, not the backbone, not the segmentation ArgMax
     by_name = {layer.name: layer for layer in network._layers}
-    assert by_name["Equal"]._precision == trt.float32 and not by_name["Equal"]._output_types  # bool output
-    assert by_name["MaxPool2d"]._output_types == {0: trt.float32}
+    equal, max_pool = by_name[P + "peaks_1/Equal"], by_name[P + "peaks_1/MaxPool2d"]
+    assert equal._precision == trt.float32 and not equal._output_types  # bool output
+    assert max_pool._output_types == {0: trt.float32}
     assert config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     assert "pinned 16 peak-finder layers to float32" in capsys.readouterr().err
 

@@ -29,7 +29,7 @@ def run_history(run_dir) -> tuple[dict[str, list[float]], list[int]]:
     h = read_history(run_dir)
     config = Path(run_dir) / "config.json"
     source = json.loads(config.read_text())["settings"].get("init_from") if config.exists() else None
-    if not source or not (Path(source["run"]) / "history.csv").exists():
+    if not source or "run" not in source or not (Path(source["run"]) / "history.csv").exists():  # a model file
         return h, []
     before, starts = run_history(source["run"])
     offset = before["step"][-1]
