@@ -131,12 +131,12 @@ def _p95(values) -> float:
 
 
 def measure_cost_ratio(run_primary: Callable[[], object], run_fallback: Callable[[], object],
-                       repeats: int = 10) -> float:
+                       repeats: int = 10, clock: Callable[[], float] = time.perf_counter) -> float:
     """Median time of ``run_primary`` / median of ``run_fallback``, called alternately (same load for both)."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for samples, run in zip(times, (run_primary, run_fallback)):
-            start = time.perf_counter()
+            start = clock()
             run()
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
     return float(np.median(times[0]) / np.median(times[1]))
