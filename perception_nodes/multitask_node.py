@@ -21,6 +21,7 @@ from perception_core.codec import ImageDecodeError
 from perception_core.engines import ENGINES
 from perception_core.pipeline.budget import LatencyBudget, measure_cost_ratio
 from perception_core.pipeline.diagnostics import PipelineHealth, stage_timing_values
+from perception_core.pipeline.letterbox import PAD_VALUE
 from perception_core.pipeline.pipeline import Pipeline
 from perception_core.pipeline.scheduling import MailboxScheduler, Parcel
 from perception_core.pipeline.timing import StageTimer
@@ -131,7 +132,7 @@ class MultitaskNode(Node):
         if theirs != ours:
             raise ValueError(f"fallback_model {path} cannot stand in for {pipe.model_names}: its classes differ "
                              f"(segmentation, detection: {theirs} vs {ours})")
-        frame = np.full((*pipe.input_hw, 3), 114, np.uint8)
+        frame = np.full((*pipe.input_hw, 3), PAD_VALUE, np.uint8)
         ratio = measure_cost_ratio(lambda: pipe.run_bgr(frame), lambda: fallback.run_bgr(frame))
         fallback.timer = pipe.timer
         pipe.timer.reset()  # the measurement's frames are not the camera's

@@ -15,7 +15,6 @@ from perception_core.engines.base import Engine
 from perception_core.pipeline.letterbox import (
     PAD_VALUE,
     LetterboxTransform,
-    letterbox,
     letterbox_transform,
     unletterbox_boxes,
     unletterbox_mask,
@@ -30,12 +29,13 @@ def preprocess(bgr: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, 
 
     Normalisation is inside the graph, so the batch stays uint8 (4x less memory traffic than float).
     """
-    resized, transform = letterbox(bgr, input_hw)
-    return resized[None], transform
+    batch = np.empty((1, *input_hw, 3), np.uint8)
+    return batch, preprocess_into(bgr, batch)
 
 
 def preprocess_into(bgr: np.ndarray, batch: np.ndarray) -> LetterboxTransform:
-    """:func:`preprocess` into a caller-owned (1, h, w, 3) uint8 ``batch``, overwritten whole; bit-exact with it.
+    """:func:`preprocess` into a caller-owned (1, h, w, 3) uint8 ``batch``, overwritten whole; bit-exact with
+    :func:`~perception_core.pipeline.letterbox.letterbox`.
 
     The frame is resized straight into the batch and only the padding bands are filled: no per-frame
     allocation, and at 640x480 -> 512x384 (no padding) one pass over the pixels instead of three
