@@ -83,9 +83,12 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.bags:
+        return cmd_evaluate_bags(args)
     from perception_core.evaluation.evaluate import evaluate_interleaved, evaluation_pipelines
     from perception_core.evaluation.report import results_json, summary_line, write_json, write_report
 
+    args.threads = args.threads or 2
     pipelines = evaluation_pipelines(args.model or [package_file("models", "multitask.onnx")], args.threads)
     if args.bag:  # a bag does not say its classes: it is read in the (first) model's
         from perception_core.datasets.bag import BagSource
@@ -110,6 +113,48 @@ def cmd_evaluate(args) -> int:
     if args.report:
         print(f"report: {write_report(args.report, results, source_info, threads=args.threads)}")
     return 0
+
+
+def cmd_evaluate_bags(args) -> int:
+    """--bags: the bags fanned out over Ray actors, per-bag results and one merged result."""
+    from perception_core.evaluation.fleet import OBJECT_STORE_MB, RayMissing, evaluate_bags, find_bags
+    from perception_core.evaluation.report import summary_line, write_json, write_report
+
+    models = args.model or [package_file("models", "multitask.onnx")]
+    if len(models) != 1:
+        print("evaluate --bags: one --model at a time (each worker holds one pipeline)", file=sys.stderr)
+        return 2
+    threads = args.threads or 1
+    try:
+        bags = find_bags(args.bags)
+        workers = args.workers or max(1, (os.cpu_count() or 1) // threads)
+        fleet = evaluate_bags(models[0], bags, workers=workers, threads=threads, address=args.ray_address,
+                              topic=args.topic, object_store_mb=args.object_store_mb or OBJECT_STORE_MB,
+                              where=args.bags)
+    except (RayMissing, FileNotFoundError, ValueError) as err:
+        print(f"evaluate --bags: {err}", file=sys.stderr)
+        return 2
+    for outcome in fleet.outcomes:
+        if outcome.result is not None:
+            print(summary_line(Path(outcome.bag).name, outcome.result))
+        else:
+            print(f"{Path(outcome.bag).name:28s} FAILED: {outcome.error}")
+    counts, timing = fleet.frame_counts(), fleet.timing_s
+    if fleet.merged is not None:
+        print(summary_line(f"merged ({len(fleet.outcomes) - len(fleet.failed)} bags)", fleet.merged))
+    print(f"frames: {counts['in_bags']} in the bags = {counts['evaluated']} evaluated + {counts['rejected']} rejected "
+          f"({counts['decode_errors']} decode errors, {counts['in_failed_bags']} in failed bags); "
+          f"{len(fleet.failed)} of {len(fleet.outcomes)} bags failed")
+    rate = counts["evaluated"] / timing["evaluate"]
+    print(f"ray: start {timing['ray_start']:.2f} s, actors ready {timing['actors_ready']:.2f} s, evaluate "
+          f"{timing['evaluate']:.2f} s ({rate:.1f} frames/s on {workers} workers x {threads} threads), "
+          f"shutdown {timing['ray_shutdown']:.2f} s")
+    if args.json:
+        write_json(args.json, fleet.as_dict())
+    if args.report and fleet.merged is not None:
+        info = {"name": fleet.merged.source}
+        print(f"report: {write_report(args.report, {fleet.model: fleet.merged}, info, threads=threads)}")
+    return 1 if fleet.failed else 0
 
 
 def cmd_dataset_export_sim(args) -> int:
@@ -274,12 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--sim", type=int, default=500, help="number of simulator validation frames (the default)")
     frames.add_argument("--bag", help="a rosbag2 bag (mcap or sqlite3 folder or file); ground truth optional")
     frames.add_argument("--data", help="a folder dataset's YAML (see dataset check); its classes must be the model's")
+    frames.add_argument("--bags", metavar="DIR_OR_GLOB",
+                        help="many bags (a folder of bags or a glob pattern) fanned out over Ray workers: per-bag "
+                             "and merged results (needs requirements/scale.txt)")
     p.add_argument("--split", default="val", help="split of the --data dataset (default: val)")
     p.add_argument("--topic", help="camera topic of the bag (default: /image, /image/compressed or the only camera)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--report", help="write evaluation.json, report.md and its PNGs into this folder")
     p.add_argument("--overlays", type=int, default=4, help="worst frames drawn in the report")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, help="inference threads (default 2; with --bags: per worker, default 1)")
+    p.add_argument("--workers", type=int, help="--bags: Ray workers, each holding one pipeline (default: CPUs / "
+                   "threads of this machine)")
+    p.add_argument("--ray-address", metavar="ADDR", help="--bags: an existing Ray cluster (e.g. 10.0.0.5:6379 or "
+                   "auto); default: a local Ray runtime started for this run and stopped after it")
+    p.add_argument("--object-store-mb", type=int,
+                   help="--bags: object store of the local Ray runtime (default 256 MiB)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("dataset", help="folder datasets: export simulator frames as one, check one")

@@ -6,7 +6,7 @@ evaluator and the reports name classes the same way. Importing this package load
 reading a bag never imports the simulator's renderer.
 """
 
-from perception_core.datasets.source import TASKS, FrameSource, Sample
+from perception_core.datasets.source import TASKS, ChainedSource, FrameSource, Sample
 from perception_core.datasets.spec import DatasetSpec
 
-__all__ = ["TASKS", "DatasetSpec", "FrameSource", "Sample"]
+__all__ = ["TASKS", "ChainedSource", "DatasetSpec", "FrameSource", "Sample"]

@@ -8,7 +8,7 @@ decode error rather than lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol, Union, runtime_checkable
 
@@ -63,3 +63,31 @@ class FrameSource(Protocol):
 
     def __iter__(self) -> Iterator[Sample]:
         ...
+
+
+class ChainedSource:
+    """The frames of several sources labelled in one spec, one source after another: one pass over many bags.
+
+    ``truth_errors`` gathers those of the sources that count them (bags).
+    """
+
+    def __init__(self, sources: Sequence[FrameSource], name: Optional[str] = None) -> None:
+        if not sources:
+            raise ValueError("no sources to chain")
+        specs = {source.spec for source in sources}
+        if len(specs) != 1:
+            raise ValueError(f"the sources are labelled in different specs: {sorted(s.name for s in specs)}")
+        self.sources = list(sources)
+        self.spec = sources[0].spec
+        self.name = name or " + ".join(source.name for source in sources)
+
+    @property
+    def truth_errors(self) -> list[dict]:
+        return [error for source in self.sources for error in getattr(source, "truth_errors", ())]
+
+    def __len__(self) -> int:
+        return sum(len(source) for source in self.sources)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for source in self.sources:
+            yield from source

@@ -11,10 +11,11 @@ their latencies are comparable on a shared machine; each frame is scored by one 
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -54,6 +55,9 @@ class EvaluationResult:
     decode_errors: list[dict]  # {"index", "key", "stamp_ns", "error"}
     truth_errors: list[dict]  # ground truth the source could not read in its spec, {"key", "stamp_ns", "error"}
     worst_frames: list[dict]  # {"index", "key", "stamp_ns", "miou" (None: unlabelled), "picture"}, worst first
+    # The metrics' accumulated state, so that results of disjoint frames merge exactly (merge_results)
+    segmentation_state: Optional[SegmentationMetric] = field(default=None, repr=False, compare=False)
+    detection_state: Optional[DetectionMetric] = field(default=None, repr=False, compare=False)
 
     @property
     def evaluated(self) -> int:
@@ -76,6 +80,44 @@ class EvaluationResult:
         if self.detection is not None:
             out.update(self.detection.as_dict())
         return json_safe(out)
+
+
+def merge_results(results: Sequence[EvaluationResult], source: str) -> EvaluationResult:
+    """One result of the frames of ``results`` taken one after another, as if one pass had scored them in that order.
+
+    Confusion matrices sum and detections are gathered so that mAP is computed once over all frames:
+    the metrics equal those of one :func:`evaluate` over the concatenated source. Frame indices of
+    errors and worst frames are shifted to the concatenation's; the worst frames are re-ranked.
+    """
+    if not results:
+        raise ValueError("no results to merge")
+    first = results[0]
+    identity = lambda r: (r.model, r.engine, r.precision, r.score_floor)  # noqa: E731
+    if any(identity(r) != identity(first) for r in results):
+        raise ValueError(f"cannot merge results of different pipelines: {sorted({identity(r) for r in results})}")
+    segmentation = detection = None
+    offsets = np.cumsum([0] + [r.frames for r in results[:-1]]).tolist()
+    for r in results:
+        if r.segmentation_state is not None:
+            segmentation = (copy.deepcopy(r.segmentation_state) if segmentation is None
+                            else segmentation.merge(r.segmentation_state))
+        if r.detection_state is not None:
+            detection = copy.deepcopy(r.detection_state) if detection is None else detection.merge(r.detection_state)
+    shifted = lambda entries, offset: [{**e, "index": e["index"] + offset} for e in entries]  # noqa: E731
+    scored = {task: sum(r.scored_frames[task] for r in results) for task in first.scored_frames}
+    worst = sorted((e for r, offset in zip(results, offsets) for e in shifted(r.worst_frames, offset)),
+                   key=lambda e: (e["miou"] is None, e["miou"] if e["miou"] is not None else e["index"]))
+    return EvaluationResult(
+        model=first.model, engine=first.engine, precision=first.precision, source=source,
+        frames=sum(r.frames for r in results), score_floor=first.score_floor, scored_frames=scored,
+        segmentation=segmentation.compute() if scored["segmentation"] else None,
+        detection=detection.compute() if scored["detection"] else None,
+        latency_samples_ms={stage: np.concatenate([r.latency_samples_ms[stage] for r in results])
+                            for stage in first.latency_samples_ms},
+        decode_errors=[e for r, offset in zip(results, offsets) for e in shifted(r.decode_errors, offset)],
+        truth_errors=[e for r in results for e in r.truth_errors],
+        worst_frames=worst[:max(len(r.worst_frames) for r in results)],
+        segmentation_state=segmentation, detection_state=detection)
 
 
 def json_safe(value):
@@ -173,7 +215,8 @@ class FrameScorer:
             segmentation=self.segmentation.compute() if self.scored["segmentation"] else None,
             detection=self.detection.compute() if self.scored["detection"] else None,
             latency_samples_ms={stage: np.asarray(v, np.float64) for stage, v in self.latency.items()},
-            decode_errors=self.decode_errors, truth_errors=truth_errors, worst_frames=self.gallery.entries())
+            decode_errors=self.decode_errors, truth_errors=truth_errors, worst_frames=self.gallery.entries(),
+            segmentation_state=self.segmentation, detection_state=self.detection)
 
 
 class FrameGallery:

@@ -54,6 +54,15 @@ class DetectionMetric:
         self._targets.extend(targets)
         return self
 
+    def merge(self, other: DetectionMetric) -> DetectionMetric:
+        """Append ``other``'s frames after these (same classes). COCO's AP is not a sum of per-part APs: the
+        frames are gathered, so that ``compute`` ranks all of them at once."""
+        if other.class_names != self.class_names:
+            raise ValueError(f"cannot merge metrics of classes {other.class_names} into {self.class_names}")
+        self._predictions.extend(other._predictions)
+        self._targets.extend(other._targets)
+        return self
+
     def compute(self) -> DetectionResult:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval

@@ -56,6 +56,14 @@ class SegmentationMetric:
             self.confusion += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
         return self
 
+    def merge(self, other: SegmentationMetric) -> SegmentationMetric:
+        """Add ``other``'s frames (same classes): the confusion matrices sum, so the merge is exact."""
+        if (other.class_names, other.ignore_index) != (self.class_names, self.ignore_index):
+            raise ValueError(f"cannot merge metrics of classes {other.class_names} (ignore {other.ignore_index}) into "
+                             f"{self.class_names} (ignore {self.ignore_index})")
+        self.confusion += other.confusion
+        return self
+
     def compute(self) -> SegmentationResult:
         """IoU per class; mIoU averages the classes present in ground truth or prediction."""
         cm = self.confusion
