@@ -3,7 +3,7 @@ VENV ?= $(if $(ROS_DISTRO),.venv-ros-$(ROS_DISTRO),.venv)
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.bootstrap-stamp
 
-.PHONY: setup demo test bench lint lock clean
+.PHONY: setup demo test bench bench-fleet lint lock clean
 
 setup:
 	@tools/bootstrap.sh $(VENV)
@@ -16,6 +16,10 @@ test: setup lint
 
 bench: setup
 	$(PY) -m perception_nodes.graph_bench
+
+# evaluate --bags on 1 and 2 Ray workers vs one process, on 8 recorded bags (a few minutes).
+bench-fleet: setup
+	$(PY) -m perception_core.fleet_bench
 
 # --extend-exclude: a venv named other than .venv (ROS mode, another Python) lies in the tree.
 lint: setup

@@ -64,6 +64,7 @@ LAYERS = {
     "perception_core.datasets": 3, "perception_core.sim": 3,
     "perception_core.evaluation": 4, "perception_core.profiling": 4, "perception_core.bench": 4,
     "perception_core.training": 4, "perception_core.__main__": 4, "perception_core.plotting": 4,
+    "perception_core.fleet_bench": 4,
     "perception_core": 0,  # the package's own __init__
 }
 LAYER_NAMES = ("types/codec", "pipeline/engines", "metrics", "datasets", "applications")

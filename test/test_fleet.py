@@ -197,3 +197,14 @@ def test_an_existing_cluster_is_joined_by_address_and_left_running(fleet_dir, tm
         assert status.returncode == 0, status.stderr  # the cluster outlives the command
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_the_fleet_projection_scales_the_measured_figures():
+    from perception_core.fleet_bench import project
+
+    read = {"frames_per_s": 600.0, "bytes_per_frame": 2**20}
+    paper = project(per_worker_fps=30.0, read=read, merge_s_per_frame=0.01, result_bytes_per_frame=1024)
+    assert paper["frames"] == 1000 * 3600 * 30 and paper["needed_frames_per_s"] == 3000
+    assert paper["workers_needed"] == 100  # 3000 / 30
+    assert paper["storage_read_mib_per_s"] == 3000 and paper["storage_read_per_worker_share"] == 0.05
+    assert paper["merge_hours_one_process"] == 1000 * 3600 * 30 * 0.01 / 3600
