@@ -119,13 +119,15 @@ def test_merging_results_of_different_pipelines_is_refused(fleet_dir, pipeline, 
 @pytest.fixture(scope="module")
 def fleet_run(fleet_dir, tmp_path_factory, pipeline):
     """``evaluate --bags DIR --workers 2 --json OUT`` once, on a local Ray runtime."""
-    out = tmp_path_factory.mktemp("fleet_out") / "fleet.json"
-    code = cli(["evaluate", "--bags", str(fleet_dir), "--workers", "2", "--json", str(out)])
-    return code, json.loads(out.read_text())
+    folder = tmp_path_factory.mktemp("fleet_out")
+    out = folder / "fleet.json"
+    code = cli(["evaluate", "--bags", str(fleet_dir), "--workers", "2", "--json", str(out), "--report",
+                str(folder / "report")])
+    return code, json.loads(out.read_text()), folder / "report"
 
 
 def test_the_fleet_run_merges_exactly_what_one_process_computes(fleet_run, fleet_dir, pipeline):
-    code, report = fleet_run
+    code, report, _ = fleet_run
     sequential = evaluate(pipeline, ChainedSource([BagSource(bag, pipeline.spec) for bag in readable_bags(fleet_dir)]))
     assert comparable(report["merged"]) == comparable(sequential.as_dict())
     for bag in readable_bags(fleet_dir):
@@ -134,8 +136,13 @@ def test_the_fleet_run_merges_exactly_what_one_process_computes(fleet_run, fleet
     assert report["workers"] == 2 and report["threads_per_worker"] == 1 and report["ray_address"] == "local"
 
 
+def test_the_merged_result_gets_the_one_report(fleet_run):
+    report_md = (fleet_run[2] / "report.md").read_text()
+    assert "# Evaluation on 4 bags" in report_md and "confusion" in report_md.lower()
+
+
 def test_a_bag_that_cannot_be_read_is_named_and_the_rest_go_on(fleet_run):
-    code, report = fleet_run
+    code, report, _ = fleet_run
     assert code == 1  # something failed: scripts see it
     assert [f["bag"].rsplit("/", 1)[-1] for f in report["failed_bags"]] == ["robot_e"]
     assert report["failed_bags"][0]["frames"] is None and report["failed_bags"][0]["error"]
