@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     _quiet_tensorflow()
     from perception_core.training.loader import DatasetRefused, open_datasets
     from perception_core.training.model import BackboneWeightsError
-    from perception_core.training.train import train
+    from perception_core.training.train import StrategyRefused, train
 
     model_kwargs = {key: value for key, value in (("det_stride", args.det_stride), ("head_block", args.head_block))
                     if value is not None}
@@ -50,8 +50,9 @@ def cmd_train(args) -> int:
                     balance=args.balance, seg_weight=args.seg_weight, det_weight=args.det_weight,
                     checkpoint_every=args.checkpoint_every, threads=args.threads, init_from=args.init_from,
                     model_kwargs=model_kwargs, source=sources, datasets=datasets, task_ratio=args.task_ratio,
-                    workers=args.workers, backbone_weights=args.backbone_weights)
-    except (DatasetRefused, BackboneWeightsError) as err:
+                    workers=args.workers, backbone_weights=args.backbone_weights, devices=args.devices,
+                    strategy=args.strategy)
+    except (DatasetRefused, BackboneWeightsError, StrategyRefused) as err:
         print(f"train: {err}", file=sys.stderr)
         return 2
     print(f"trained {args.task}: {out}")
@@ -285,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(layers matching by name and shape)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--devices", type=int, default=1,
+                   help="replicas of each step with --strategy mirrored: N GPUs, or on a machine without GPUs N "
+                        "logical CPU devices made from its CPU before TensorFlow starts (the distributed path, "
+                        "no speed-up on a few cores); --batch is the global batch, split evenly across them")
+    p.add_argument("--strategy", choices=("mirrored", "multiworker"), default="mirrored",
+                   help="mirrored: this machine's --devices; multiworker: the machines TF_CONFIG lists, each "
+                        "running this same command (every GPU of each, else its CPU); only the chief writes --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="run directory -> ONNX (+ LiteRT) with a verified model.json sidecar")

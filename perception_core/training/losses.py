@@ -1,4 +1,11 @@
-"""Losses: segmentation cross-entropy, CenterNet focal + L1, and learned task balancing."""
+"""Losses: segmentation cross-entropy, CenterNet focal + L1, and learned task balancing.
+
+Under tf.distribute each replica sees a slice of the global batch, and Keras 3's optimizer sums the
+replicas' gradients (``TFOptimizer._all_reduce_sum_gradients``). So every loss divides its replica's sum by
+the count over the whole global batch (:func:`across_replicas`), and a term that does not depend on the
+batch is added once in all (:func:`replica_share`): the replicas' losses, and gradients, then add up to
+the one-device loss of the global batch. On one device both are no-ops.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,27 @@ FOCAL_EPS = 1e-4  # heatmap clipped to [eps, 1-eps]: log(0) never reaches the lo
 MIN_TASK_LOSS = 1e-6  # floor of a loss before its log (uncertainty weights start at log(first loss))
 
 
+def across_replicas(count):
+    """``count`` summed over the replicas of the running step: a normaliser of the global batch.
+
+    Itself on one device, and outside a replica context (a whole batch on one device, e.g. the loss that
+    :meth:`TaskBalancer.start_at` starts from).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return count
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+
+
+def replica_share():
+    """This replica's share of a term added once per global batch: 1 / the replicas in sync (1 on one device)."""
+    context = tf.distribute.get_replica_context()
+    return 1.0 if context is None else 1.0 / context.num_replicas_in_sync
+
+
 def segmentation_loss(logits, mask, ignore_label, labelled=None):
-    """Mean softmax cross-entropy over pixels whose label is not ``ignore_label``. mask: (B,H,W) uint8.
+    """Mean softmax cross-entropy over the global batch's pixels whose label is not ``ignore_label``. mask: (B,H,W)
+    uint8.
 
     ``labelled`` (B,) is 1 for images with segmentation labels: the others add no pixel, whatever their mask.
     """
@@ -23,11 +49,11 @@ def segmentation_loss(logits, mask, ignore_label, labelled=None):
         valid = tf.logical_and(valid, tf.reshape(tf.cast(labelled, tf.bool), [-1, 1, 1]))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
     valid = tf.cast(valid, ce.dtype)
-    return tf.reduce_sum(ce * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+    return tf.reduce_sum(ce * valid) / tf.maximum(across_replicas(tf.reduce_sum(valid)), 1.0)
 
 
 def focal_loss(pred, target, labelled):
-    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the object count.
+    """CenterNet's penalty-reduced focal loss on sigmoid heatmaps, normalised by the global batch's object count.
 
     ``labelled`` (B,) is 1 for images with detection labels, 0 for the others: an image without
     labels must not teach "no objects here", and its objects, if any, count for nothing.
@@ -38,13 +64,13 @@ def focal_loss(pred, target, labelled):
     pos_loss = tf.where(labelled, tf.math.log(pred) * tf.square(1.0 - pred) * pos, 0.0)
     neg_loss = tf.where(labelled, tf.math.log(1.0 - pred) * tf.square(pred) * tf.pow(1.0 - target, 4.0) * (1.0 - pos),
                         0.0)
-    objects = tf.reduce_sum(pos * tf.cast(labelled, pred.dtype))
+    objects = across_replicas(tf.reduce_sum(pos * tf.cast(labelled, pred.dtype)))
     return -(tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(objects, 1.0)
 
 
 def masked_l1(pred, target, centers):
-    """L1 at object centres only. centers: (B,h,w,1) 1 at each object's centre cell."""
-    return tf.reduce_sum(tf.abs(pred - target) * centers) / tf.maximum(tf.reduce_sum(centers), 1.0)
+    """L1 at object centres only, per centre of the global batch. centers: (B,h,w,1) 1 at each object's centre cell."""
+    return tf.reduce_sum(tf.abs(pred - target) * centers) / tf.maximum(across_replicas(tf.reduce_sum(centers)), 1.0)
 
 
 def detection_losses(outputs, targets):
@@ -64,8 +90,9 @@ def detection_losses(outputs, targets):
 
 
 def labelled_tasks(data, heads):
-    """{head: 1.0 if any image of the batch is labelled for that head's task, else 0.0}."""
-    return {head: tf.reduce_max(tf.cast(data[f"{head}_labelled"], tf.float32)) for head in heads}
+    """{head: 1.0 if any image of the (global) batch is labelled for that head's task, else 0.0}."""
+    return {head: tf.minimum(across_replicas(tf.reduce_max(tf.cast(data[f"{head}_labelled"], tf.float32))), 1.0)
+            for head in heads}
 
 
 def task_losses(outputs, data, heads, ignore_label):
@@ -130,5 +157,6 @@ class TaskBalancer(keras.layers.Layer):
         present = present or {t: 1.0 for t in self.tasks}
         if self.mode == "fixed" or len(self.tasks) == 1:
             return tf.add_n([self.task_weights[t] * task_losses[t] * present[t] for t in self.tasks])
-        return tf.add_n([self.task_weights[t] * (tf.exp(-self.log_vars[t]) * task_losses[t] + self.log_vars[t])
+        share = replica_share()  # s_t counts once per global batch, however many replicas add their part
+        return tf.add_n([self.task_weights[t] * (tf.exp(-self.log_vars[t]) * task_losses[t] + share * self.log_vars[t])
                          * present[t] for t in self.tasks])

@@ -421,6 +421,22 @@ def build_model(variant, image_shape, spec, backbone=DEFAULT_BACKBONE, alpha=Non
                            name=variant)
 
 
+def synchronize_batch_norm(model):
+    """Every BatchNormalization layer of ``model`` (nested ones too) takes its training statistics over the whole
+    global batch, all-reduced across the replicas of a tf.distribute step, instead of over its replica's slice.
+
+    Without it the step is not the one-device step, and the replicas' moving averages drift apart (Keras makes
+    them without an aggregation: each replica keeps its own). For more than one replica only: on one device
+    Keras's synchronized path still runs (the default replica context) and computes the variance as
+    E[x^2] - E[x]^2 instead of tf.nn.moments' E[(x - mean)^2], which rounds differently. Inference, the weights
+    and the model's config are unchanged (our layers' configs do not carry their BatchNormalization sublayers),
+    so a run trained so loads and exports as any other.
+    """
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
 def copy_matching_weights(source, target):
     """Warm start: copy each layer's weights from ``source`` where name and shapes match (nested models too).
 

@@ -7,14 +7,24 @@ datasets may each be labelled for one task: an image trains only the tasks it is
 the data it would have seen; checkpoints are written atomically; the loss history goes to a CSV and
 TensorBoard. The run's config.json records the DatasetSpec, the datasets and the backbone, and export
 copies them into the model's sidecar.
+
+One step may run on several replicas under tf.distribute (``devices`` with the "mirrored" strategy on one
+machine, or "multiworker" across machines from TF_CONFIG): each replica takes its slice of the global batch,
+losses are normalised over the global batch (see losses.py), BatchNormalization takes global statistics, and
+the weights, the learned task weights and the optimizers' slots are mirrored variables, so the step is the
+one-device step of the same global batch. One device runs under the default strategy, as before.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +39,13 @@ from perception_core.training.backbones import LEGACY_HEAD_BLOCK
 from perception_core.training.data import TASK_LABELS, BatchSampler
 from perception_core.training.loader import Prefetcher, combined_spec, training_frames
 from perception_core.training.losses import TaskBalancer, batch_loss, task_losses
-from perception_core.training.model import BN_MOMENTUM, HEADS, build_model, copy_matching_weights
+from perception_core.training.model import (
+    BN_MOMENTUM,
+    HEADS,
+    build_model,
+    copy_matching_weights,
+    synchronize_batch_norm,
+)
 from perception_core.training.onnx_weights import load_onnx_weights
 
 TASK_VARIANTS = {"multitask": "multitask", "seg": "seg_only", "det": "det_only"}
@@ -43,6 +59,60 @@ AUGMENTATION = "crop+hflip"  # what BatchSampler does, recorded in the run's set
 PROGRESS_INTERVAL_S = 5  # the progress bar redraws at most this often (short logs under CI)
 LEGACY_DET_STRIDE = 8  # runs saved before the stride-4 head carry no det_stride in their config: theirs was 8
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # a run's backbone, for --backbone-weights of the next run
+STRATEGIES = ("mirrored", "multiworker")
+
+
+class StrategyRefused(ValueError):
+    """A distribution of the training step this machine or command cannot have; the message says what to do."""
+
+
+@functools.cache
+def distribution_strategy(kind="mirrored", devices=1):
+    """The tf.distribute strategy of a run: TensorFlow's default (one device, nothing distributed) for one
+    mirrored device, MirroredStrategy over ``devices`` local devices, or MultiWorkerMirroredStrategy over the
+    cluster TF_CONFIG describes (every local GPU of each worker, else its CPU).
+
+    Call it before TensorFlow starts its runtime: logical CPU devices can only be made then, and
+    MultiWorkerMirroredStrategy must be created first. A process keeps one strategy per (kind, devices): TensorFlow
+    numbers collective operations per strategy object, and a second one over the same devices reuses the numbers,
+    so a later run's step failed with "Shape mismatch in the collective instance".
+    """
+    if kind not in STRATEGIES:
+        raise StrategyRefused(f"strategy must be one of {STRATEGIES}, got {kind!r}")
+    if devices < 1:
+        raise StrategyRefused(f"--devices must be at least 1, got {devices}")
+    if kind == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise StrategyRefused("--strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
+                                  "which is not set: on each machine set TF_CONFIG (the same cluster, its own task) "
+                                  "and run the same command")
+        if devices != 1:
+            raise StrategyRefused("--devices is for --strategy mirrored: multiworker uses every GPU of each worker "
+                                  "(choose them with CUDA_VISIBLE_DEVICES), or its CPU")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices == 1:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy(_local_devices(devices))
+
+
+def _local_devices(count):
+    """Names of ``count`` local devices: GPUs where there are any, else logical CPU devices split from the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < count:
+            raise StrategyRefused(f"--devices {count}: this machine has {len(gpus)} GPU(s)")
+        return [f"/device:GPU:{i}" for i in range(count)]
+    try:
+        tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                                   [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # the runtime already started (e.g. in a test process): its CPU devices are what they are
+        pass
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < count:
+        raise StrategyRefused(f"--devices {count}: TensorFlow already runs in this process with {len(cpus)} CPU "
+                              f"device(s), and logical CPU devices can only be made before it starts: train in a "
+                              f"fresh process")
+    return [device.name for device in cpus[:count]]
 
 
 def _save_checkpoint(ckpt, model, optimizers, balancer, step):
@@ -94,16 +164,27 @@ class Trainer:
     ``init_from`` (a run directory) warm-starts every layer whose name and shape match that run's
     weights; the rest (e.g. a new head) starts fresh. ``datasets`` are records of the datasets the
     sources were read from (YAML, sha256, counts), kept in the run's settings.
+    ``devices`` and ``strategy`` distribute each step (see :func:`distribution_strategy`); ``batch`` is the global
+    batch, split evenly across the replicas. With "multiworker" only the chief writes ``out``; the other workers
+    write to a temporary directory that they delete, and when resuming every worker reads ``out``'s checkpoint.
     """
 
     def __init__(self, task="multitask", steps=3000, batch=16, out="runs/multitask", resume=False, seed=0,
                  image_hw=(384, 512), crop_hw=(192, 256), frames=5000, lr=2e-3, balance="uncertainty",
                  seg_weight=1.0, det_weight=1.0, checkpoint_every=250, log_every=10, threads=2, model_kwargs=None,
-                 source=None, init_from=None, task_ratio=None, workers=2, backbone_weights=None, datasets=None):
+                 source=None, init_from=None, task_ratio=None, workers=2, backbone_weights=None, datasets=None,
+                 devices=1, strategy="mirrored"):
         _use_threads(threads)
+        self.strategy = distribution_strategy(strategy, devices)
+        self.replicas = self.strategy.num_replicas_in_sync
+        if batch % self.replicas:
+            raise StrategyRefused(f"a global batch of {batch} does not split evenly across {self.replicas} replicas: "
+                                  f"choose a --batch divisible by {self.replicas}")
         keras.utils.set_random_seed(seed)
-        self.out, self.ckpt = Path(out), Path(out) / "checkpoint"
-        if self.out.exists() and any(self.out.iterdir()) and not resume:
+        self.chief, self.run_dir = self.strategy.extended.should_checkpoint, Path(out)
+        self.out = self.run_dir if self.chief else Path(tempfile.mkdtemp(prefix="train_worker_"))
+        self.ckpt = self.out / "checkpoint"
+        if self.chief and self.out.exists() and any(self.out.iterdir()) and not resume:
             raise FileExistsError(f"{self.out} exists: pass --resume to continue it or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         self.variant = TASK_VARIANTS[task]
@@ -111,11 +192,14 @@ class Trainer:
         self.steps, self.checkpoint_every, self.log_every, self.workers = steps, checkpoint_every, log_every, workers
         sources, self.spec, frame_data = self._data(source, frames, tuple(image_hw))
         task_ratio = self._task_ratio(task_ratio, frame_data)
-        self.model = build_model(self.variant, tuple(crop_hw) + (3,), self.spec, backbone_weights=backbone_weights,
-                                 **(model_kwargs or {}))
+        with self.strategy.scope():  # every variable (weights, task weights, optimizer slots) mirrored on each replica
+            self.model = build_model(self.variant, tuple(crop_hw) + (3,), self.spec,
+                                     backbone_weights=backbone_weights, **(model_kwargs or {}))
+            if self.replicas > 1:
+                synchronize_batch_norm(self.model)
+            self.balancer, self.schedule, self.optimizers = self._optimizers(lr, balance, seg_weight, det_weight)
         self.sampler = BatchSampler(frame_data, batch, crop_hw, self.spec.num_det_classes, self.model.det_stride,
                                     seed=seed, task_ratio=task_ratio)
-        self.balancer, self.schedule, self.optimizers = self._optimizers(lr, balance, seg_weight, det_weight)
         self.settings = {
             "task": task, "variant": self.variant, "steps": steps, "batch": batch, "seed": seed,
             "image_hw": list(image_hw), "crop_hw": list(crop_hw), "frames": len(frame_data), "lr": lr,
@@ -124,11 +208,14 @@ class Trainer:
             "command": " ".join(["python -m perception_core"] + sys.argv[1:]), "params": int(self.model.count_params()),
             "source": " + ".join(s.name for s in sources), "dataset": self.spec.to_dict(),
             "backbone": self.model.backbone.arch, "backbone_weights": _weights_record(backbone_weights),
-            "task_ratio": task_ratio, "workers": workers,
-            **({"datasets": list(datasets)} if datasets else {})}
-        self.start = self._restore(resume, init_from, tuple(crop_hw))
-        for optimizer, group in self.optimizers:  # slots exist before tracing: the step is traced once, not twice
-            optimizer.build(group)
+            "task_ratio": task_ratio, "workers": workers, "strategy": strategy, "devices": devices,
+            "replicas": self.replicas, **({"datasets": list(datasets)} if datasets else {})}
+        with self.strategy.scope():
+            self.start = self._restore(self.run_dir / "checkpoint" if resume else None, init_from, tuple(crop_hw))
+            for optimizer, group in self.optimizers:  # slots exist before tracing: the step is traced once, not twice
+                optimizer.build(group)
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            self._check_workers_agree()
         self._write_config()
 
     # === Data ===
@@ -171,11 +258,12 @@ class Trainer:
         return balancer, schedule, optimizers
 
     # === Checkpoint / resume / warm start ===
-    def _restore(self, resume, init_from, crop_hw):
-        """The step to start at: the checkpoint's when resuming, else 0 (warm-started from ``init_from``)."""
+    def _restore(self, checkpoint, init_from, crop_hw):
+        """The step to start at: ``checkpoint``'s when resuming from one that exists, else 0 (warm-started from
+        ``init_from``)."""
         start = 0
-        if resume and (self.ckpt / "state.json").exists():
-            start = _load_checkpoint(self.ckpt, self.model, self.optimizers, self.balancer)
+        if checkpoint is not None and (checkpoint / "state.json").exists():
+            start = _load_checkpoint(checkpoint, self.model, self.optimizers, self.balancer)
         elif init_from is not None and Path(init_from).suffix == ".onnx":
             copied, fresh = load_onnx_weights(init_from, self.model, self.sampler(0)["image"])
             print(f"warm start from {init_from}: {len(copied)} layers copied, fresh: {', '.join(fresh) or 'none'}")
@@ -186,27 +274,56 @@ class Trainer:
             self.settings["init_from"] = _init_record(Path(init_from))
         return start
 
+    def _check_workers_agree(self):
+        """Refuses workers that would start at different steps: variables are only synced when created, so each
+        worker must restore the same checkpoint itself."""
+        starts = self.strategy.gather(self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant([self.start])), axis=0).numpy()
+        if starts.min() != starts.max():
+            raise StrategyRefused(f"the workers' replicas start at steps {starts.tolist()}: every worker must read the "
+                                  f"same checkpoint (the run directory on a shared file system, or a copy of the "
+                                  f"chief's at --out on each worker)")
+
     def _write_config(self):
         (self.out / "config.json").write_text(json.dumps({"model": self.model.get_config(), "settings": self.settings},
                                                          indent=1))
 
     # === Step ===
     def _compile_step(self):
-        """One optimisation step as a tf.function: (total, task losses, detection parts, task weights)."""
+        """One optimisation step as a tf.function on distributed data (:meth:`_distribute`): (total, task losses,
+        detection parts, task weights) of the global batch."""
         model, heads, balancer, optimizers = self.model, self.heads, self.balancer, self.optimizers
+        strategy = self.strategy
         variables = [v for _, group in optimizers for v in group]
         ignore_label = self.spec.ignore_label
 
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def train_step(data):
+        def replica_step(data):
             with tf.GradientTape() as tape:
                 total, losses, parts = batch_loss(model, balancer, data, heads, ignore_label)
             grads = iter(tape.gradient(total, variables))
-            for optimizer, group in optimizers:
+            for optimizer, group in optimizers:  # Keras sums the replicas' gradients before it applies them
                 optimizer.apply_gradients([(next(grads), v) for v in group])
+            return total, losses, parts
+
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def train_step(data):
+            results = strategy.run(replica_step, args=(data,))
+            # each replica's losses are its part of the global batch's (global normalisers): they add up
+            total, losses, parts = tf.nest.map_structure(
+                lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None), results)
             return total, losses, parts, balancer.weights_now()
 
         return train_step
+
+    def _distribute(self, batch):
+        """A global batch (numpy dict) as per-replica tensors: replica r takes rows [r*B/N, (r+1)*B/N)."""
+        rows = len(batch["image"]) // self.replicas
+
+        def replica_rows(context):
+            first = context.replica_id_in_sync_group * rows
+            return {k: tf.constant(v[first:first + rows]) for k, v in batch.items()}
+
+        return self.strategy.experimental_distribute_values_from_function(replica_rows)
 
     # === The loop ===
     def run(self):
@@ -224,7 +341,7 @@ class Trainer:
         for step in bar:
             if step > self.start:
                 data = loader.get(step)
-            total, losses, parts, weights = train_step({k: tf.constant(v) for k, v in data.items()})
+            total, losses, parts, weights = train_step(self._distribute(data))
             done = step + 1
             if step == self.start:
                 t_first = time.perf_counter()  # throughput counts from here: the first step also traces the graph
@@ -255,7 +372,9 @@ class Trainer:
         self.settings["data"] = {"steps_after_first": after_first, "waits": loader.waits,
                                  "wait_seconds": round(loader.wait_s, 2), "images_per_second": round(images_per_s, 1)}
         self._write_config()
-        return self.out
+        if not self.chief:  # a worker's copy of the run: the chief wrote the real one
+            shutil.rmtree(self.out)
+        return self.run_dir
 
 
 class RunLog:
