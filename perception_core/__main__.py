@@ -127,7 +127,10 @@ def cmd_evaluate_bags(args) -> int:
         return 2
     threads = args.threads or 1
     try:
-        bags = find_bags(args.bags)
+        bags, skipped = find_bags(args.bags)
+        if skipped:
+            print(f"evaluate --bags: {len(skipped)} entries are not bags, skipped: "
+                  f"{', '.join(path.name for path in skipped)}", file=sys.stderr)
         workers = args.workers or max(1, (os.cpu_count() or 1) // threads)
         fleet = evaluate_bags(models[0], bags, workers=workers, threads=threads, address=args.ray_address,
                               topic=args.topic, object_store_mb=args.object_store_mb or OBJECT_STORE_MB,
@@ -151,7 +154,7 @@ def cmd_evaluate_bags(args) -> int:
           f"{timing['evaluate']:.2f} s ({rate:.1f} frames/s on {workers} workers x {threads} threads), "
           f"shutdown {timing['ray_shutdown']:.2f} s")
     if args.json:
-        write_json(args.json, fleet.as_dict())
+        write_json(args.json, {**fleet.as_dict(), "not_bags": [str(path) for path in skipped]})
     if args.report and fleet.merged is not None:
         info = {"name": fleet.merged.source}
         print(f"report: {write_report(args.report, {fleet.model: fleet.merged}, info, threads=threads)}")

@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     folder = args.out / "fleet_bags"
     print(f"[fleet] {args.bags} bags x {args.frames} frames in {folder}", flush=True)
     bags = recorded_bags(folder, args.bags, args.frames)
-    assert find_bags(folder) == bags
+    assert find_bags(folder) == (bags, [])
     read = read_rate(bags)
     print(f"[fleet] read {read['frames_per_s']:.0f} frames/s, {read['mib_per_s']:.0f} MiB/s", flush=True)
     reference, cost = sequential(args.model, bags)

@@ -33,7 +33,7 @@ MODEL = package_file("models", "multitask.onnx")
 SMALL = {"width": 320, "height": 240}
 START_NS = 1_700_000_000 * 10**9
 RECORDINGS = {"robot_a": (5, 11), "robot_b": (7, 12), "robot_c": (4, 13)}  # name: (frames, seed)
-NOT_COMPARED = {"latency_ms", "source", "seconds"}  # timed, or named differently per run
+NOT_COMPARED = {"latency_ms", "source", "seconds", "source_info"}  # timed, or said apart from the metrics
 
 
 def record_with_a_corrupt_frame(path: Path) -> Path:
@@ -84,10 +84,10 @@ def comparable(result: dict) -> dict:
 
 
 def test_find_bags_takes_a_folder_a_glob_or_one_bag(fleet_dir):
-    names = lambda paths: [p.name for p in paths]  # noqa: E731
-    assert names(find_bags(fleet_dir)) == ["robot_a", "robot_b", "robot_c", "robot_d", "robot_e"]
-    assert names(find_bags(f"{fleet_dir}/robot_[ab]")) == ["robot_a", "robot_b"]
-    assert names(find_bags(fleet_dir / "robot_c")) == ["robot_c"]
+    names = lambda paths: [[p.name for p in part] for part in paths]  # noqa: E731
+    assert names(find_bags(fleet_dir)) == [["robot_a", "robot_b", "robot_c", "robot_d", "robot_e"], ["notes.txt"]]
+    assert names(find_bags(f"{fleet_dir}/robot_[ab]")) == [["robot_a", "robot_b"], []]
+    assert names(find_bags(fleet_dir / "robot_c")) == [["robot_c"], []]
     with pytest.raises(FileNotFoundError, match="no rosbag2 bags"):
         find_bags(fleet_dir / "nothing*")
 
@@ -134,6 +134,7 @@ def test_the_fleet_run_merges_exactly_what_one_process_computes(fleet_run, fleet
         alone = evaluate(pipeline, BagSource(bag, pipeline.spec)).as_dict()
         assert comparable(report["per_bag"][bag.name]) == comparable(alone), bag.name
     assert report["workers"] == 2 and report["threads_per_worker"] == 1 and report["ray_address"] == "local"
+    assert report["per_bag"]["robot_a"]["source_info"]["image_topic"] == "/image"
 
 
 def test_the_merged_result_gets_the_one_report(fleet_run):
@@ -147,6 +148,7 @@ def test_a_bag_that_cannot_be_read_is_named_and_the_rest_go_on(fleet_run):
     assert [f["bag"].rsplit("/", 1)[-1] for f in report["failed_bags"]] == ["robot_e"]
     assert report["failed_bags"][0]["frames"] is None and report["failed_bags"][0]["error"]
     assert sorted(report["per_bag"]) == ["robot_a", "robot_b", "robot_c", "robot_d"]
+    assert [Path(p).name for p in report["not_bags"]] == ["notes.txt"]  # skipped, but said
 
 
 def test_every_frame_in_the_bags_is_evaluated_or_rejected(fleet_run):

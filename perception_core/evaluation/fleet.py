@@ -57,11 +57,9 @@ def is_bag(path: Path) -> bool:
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or (path.is_file() and path.suffix in BAG_SUFFIXES)
 
 
-def find_bags(where: Union[str, Path]) -> list[Path]:
-    """The bags ``where`` names, sorted: one bag, a folder of bags, or a glob pattern (``bags/*/robot_*``).
-
-    A match that is not a bag is skipped here and listed by :func:`not_bags`; none at all is an error.
-    """
+def find_bags(where: Union[str, Path]) -> tuple[list[Path], list[Path]]:
+    """(the bags ``where`` names, sorted; the other entries it names): one bag, a folder of bags, or a glob
+    pattern (``bags/*/robot_*``). No bag at all is an error."""
     text = str(where)
     path = Path(text)
     if path.exists():
@@ -72,7 +70,7 @@ def find_bags(where: Union[str, Path]) -> list[Path]:
     if not bags:
         raise FileNotFoundError(f"no rosbag2 bags at {text} (a bag folder with metadata.yaml, a .mcap/.db3 file, a "
                                 f"folder of them or a glob pattern)")
-    return bags
+    return bags, [c for c in candidates if not is_bag(c)]
 
 
 @dataclass(frozen=True)
@@ -202,7 +200,7 @@ class FleetResult:
             "timing_s": {k: round(v, 3) for k, v in self.timing_s.items()},
             "failed_bags": [{"bag": o.bag, "frames": o.frames, "error": o.error} for o in self.failed],
             "merged": self.merged.as_dict() if self.merged is not None else None,
-            "per_bag": {Path(o.bag).name: {**o.result.as_dict(), "seconds": round(o.seconds, 3)}
+            "per_bag": {Path(o.bag).name: {**o.result.as_dict(), "source_info": o.info, "seconds": round(o.seconds, 3)}
                         for o in self.outcomes if o.result is not None}}
 
 
