@@ -134,7 +134,7 @@ def cmd_evaluate_bags(args) -> int:
         workers = args.workers or max(1, (os.cpu_count() or 1) // threads)
         fleet = evaluate_bags(models[0], bags, workers=workers, threads=threads, address=args.ray_address,
                               topic=args.topic, object_store_mb=args.object_store_mb or OBJECT_STORE_MB,
-                              where=args.bags)
+                              chunk_frames=args.chunk_frames, where=args.bags)
     except (RayMissing, FileNotFoundError, ValueError) as err:
         print(f"evaluate --bags: {err}", file=sys.stderr)
         return 2
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "threads of this machine)")
     p.add_argument("--ray-address", metavar="ADDR", help="--bags: an existing Ray cluster (e.g. 10.0.0.5:6379 or "
                    "auto); default: a local Ray runtime started for this run and stopped after it")
+    p.add_argument("--chunk-frames", type=int, default=0, metavar="N",
+                   help="--bags: split each bag into chunks of N frames, handed out separately (fewer bags than "
+                        "workers, or bags of very different lengths); default 0: whole bags")
     p.add_argument("--object-store-mb", type=int,
                    help="--bags: object store of the local Ray runtime (default 256 MiB)")
     p.set_defaults(func=cmd_evaluate)

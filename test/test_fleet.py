@@ -23,7 +23,7 @@ from perception_core.datasets.bag import BagSource, jazzy_typestore
 from perception_core.datasets.source import ChainedSource
 from perception_core.evaluation.bags import header, image_message
 from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines, merge_results
-from perception_core.evaluation.fleet import INSTALL_HINT, find_bags
+from perception_core.evaluation.fleet import INSTALL_HINT, FrameRange, find_bags
 from perception_core.evaluation.record import record_simulation
 from perception_core.resources import package_file
 
@@ -107,6 +107,45 @@ def test_merged_results_equal_one_pass_over_the_bags_in_sequence(fleet_dir, pipe
     assert abs(np.mean(labelled) - merged.detection.map50) > 1e-6
 
 
+def record_with_unknown_box_names(path: Path, frames: int, bad: set[int], class_names) -> Path:
+    """A simulator recording with its boxes named ``class_names``, except in the frames ``bad``, where they name a
+    class the model lacks: truth errors."""
+    from rosbags.rosbag2 import Writer
+
+    from perception_core.evaluation.bags import detections_message
+    from perception_core.sim import VALIDATION_SEED, render_scene
+
+    store = jazzy_typestore()
+    with Writer(path, version=9) as writer:
+        conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in (
+            ("/image", "sensor_msgs/msg/Image"), ("/ground_truth/detections", "vision_msgs/msg/Detection2DArray"))}
+        for index in range(frames):
+            scene, stamp = render_scene(VALIDATION_SEED, index, **SMALL), header(START_NS + index, "cam")
+            names = ("forklift",) * len(class_names) if index in bad else class_names
+            for topic, msg in (("/image", image_message(scene.frame.image, "bgr8", stamp)),
+                               ("/ground_truth/detections", detections_message(scene.detections, stamp, names))):
+                writer.write(conns[topic], START_NS + index, store.serialize_cdr(msg, conns[topic].msgtype))
+    return path
+
+
+@pytest.mark.parametrize("cuts", [(1,), (2, 3), (1, 2, 3)])
+def test_chunks_of_a_bag_merge_into_the_bag(tmp_path, fleet_dir, pipeline, cuts):
+    """Frame ranges cut anywhere, truth errors and decode errors included, merge into the whole bag's result."""
+    named = record_with_unknown_box_names(tmp_path / "named", 4, {1, 3}, pipeline.spec.det_classes)
+    bags = [named, fleet_dir / "robot_d"]
+    for bag in bags:
+        whole = evaluate(pipeline, BagSource(bag, pipeline.spec))
+        bounds = [0, *(cut for cut in cuts if cut < whole.frames), whole.frames]
+        parts = [evaluate(pipeline, FrameRange(BagSource(bag, pipeline.spec), start, stop))
+                 for start, stop in zip(bounds, bounds[1:])]
+        merged = merge_results(parts, whole.source)
+        assert comparable(merged.as_dict()) == comparable(whole.as_dict()), (bag.name, cuts)
+        assert merged.truth_errors == whole.truth_errors and merged.decode_errors == whole.decode_errors
+    assert [e["key"] for e in whole.decode_errors] == ["robot_d/1"]
+    truth_errors = evaluate(pipeline, BagSource(named, pipeline.spec)).truth_errors
+    assert [e["key"] for e in truth_errors] == ["named/1", "named/3"]
+
+
 def test_merging_results_of_different_pipelines_is_refused(fleet_dir, pipeline, geometry_model):
     other = evaluation_pipelines([geometry_model])[geometry_model.name]
     bag = fleet_dir / "robot_a"
@@ -118,11 +157,12 @@ def test_merging_results_of_different_pipelines_is_refused(fleet_dir, pipeline, 
 
 @pytest.fixture(scope="module")
 def fleet_run(fleet_dir, tmp_path_factory, pipeline):
-    """``evaluate --bags DIR --workers 2 --json OUT`` once, on a local Ray runtime."""
+    """``evaluate --bags DIR --workers 2 --chunk-frames 3 --json OUT`` once, on a local Ray runtime: bags of 3 to 7
+    frames in chunks of 3, so that per-bag results are themselves merged from chunks."""
     folder = tmp_path_factory.mktemp("fleet_out")
     out = folder / "fleet.json"
-    code = cli(["evaluate", "--bags", str(fleet_dir), "--workers", "2", "--json", str(out), "--report",
-                str(folder / "report")])
+    code = cli(["evaluate", "--bags", str(fleet_dir), "--workers", "2", "--chunk-frames", "3", "--json", str(out),
+                "--report", str(folder / "report")])
     return code, json.loads(out.read_text()), folder / "report"
 
 
@@ -159,7 +199,7 @@ def test_every_frame_in_the_bags_is_evaluated_or_rejected(fleet_run):
 
 def test_ray_start_and_shutdown_are_timed_apart_from_the_evaluation(fleet_run):
     timing = fleet_run[1]["timing_s"]
-    assert set(timing) == {"ray_start", "actors_ready", "evaluate", "ray_shutdown", "merge"}
+    assert set(timing) == {"plan", "ray_start", "actors_ready", "evaluate", "ray_shutdown", "merge"}
     assert all(value > 0 for value in timing.values())
     assert not ray.is_initialized()  # the local runtime is gone
 

@@ -1,13 +1,15 @@
 """A fleet's bags evaluated on Ray: ``evaluate --bags DIR_OR_GLOB [--workers N] [--ray-address ADDR]``.
 
 Each Ray actor holds one Pipeline (built once from the model's bytes, shipped through the object
-store, so the model need not be on the workers' disks) and evaluates whole bags through the same
-path as ``evaluate --bag`` (:func:`~perception_core.evaluation.evaluate.evaluate` on a BagSource).
-Bags go to whichever actor is free, largest first. The per-bag results come back with their
-metric states, and :func:`~perception_core.evaluation.evaluate.merge_results` merges them in bag
-order: the merged metrics equal one process evaluating the bags in sequence. A bag that cannot be
-read is reported by name with its error; the others go on. Bags are read by the actors, so on a
-cluster they must lie at the same path on every node (shared storage).
+store, so the model need not be on the workers' disks) and evaluates bags, or chunks of bags (frame
+ranges, ``chunk_frames``), through the same path as ``evaluate --bag``
+(:func:`~perception_core.evaluation.evaluate.evaluate` on a BagSource). The driver opens each bag
+to count its frames and plan the work; chunks go to whichever actor is free, largest first. The
+results come back with their metric states, and
+:func:`~perception_core.evaluation.evaluate.merge_results` merges them in frame order, chunks into
+bags and bags into one: the merged metrics equal one process evaluating the bags in sequence. A
+bag that cannot be read is reported by name with its error; the others go on. Bags are read by the
+driver and the actors, so on a cluster they must lie at the same path on every node (shared storage).
 
 Without an address Ray starts on this machine with a bounded object store and stops at the end;
 with one, the driver joins that cluster, ships this package to it (runtime_env py_modules) and
@@ -30,7 +32,7 @@ from tqdm import tqdm
 import perception_core
 from perception_core.datasets.source import FrameSource
 from perception_core.evaluation.evaluate import EvaluationResult, evaluate, evaluation_pipelines, merge_results
-from perception_core.model_spec import sidecar_path
+from perception_core.model_spec import ModelSpec, sidecar_path
 
 INSTALL_HINT = ("evaluate --bags runs on Ray, which is not installed: pip install -r requirements/scale.txt "
                 "(make setup installs it)")
@@ -75,7 +77,8 @@ def find_bags(where: Union[str, Path]) -> tuple[list[Path], list[Path]]:
 
 @dataclass(frozen=True)
 class BagOutcome:
-    """One bag as an actor saw it: its result, or the error that stopped it (``frames``: None when unopened)."""
+    """One bag, or its frames [first_frame, first_frame + frames): the result, or the error that stopped it
+    (``frames``: None when the bag could not be opened)."""
 
     bag: str
     frames: Optional[int]
@@ -83,6 +86,7 @@ class BagOutcome:
     info: Optional[dict] = None
     error: Optional[str] = None
     seconds: float = 0.0
+    first_frame: int = 0
 
 
 class ReportingSource:
@@ -113,6 +117,34 @@ class ReportingSource:
             yield sample
 
 
+class FrameRange:
+    """Frames [start, stop) of a source, indexed from 0, with the truth errors of those frames only.
+
+    The frames before ``start`` are read and dropped: reading a frame costs a few percent of
+    evaluating it, and the bag's own pairing of truth with images stays as it is.
+    """
+
+    def __init__(self, source: FrameSource, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= len(source):
+            raise ValueError(f"frames [{start}, {stop}) are not within the {len(source)} frames of {source.name}")
+        self.source, self.start, self.stop = source, start, stop
+        self.spec, self.name = source.spec, source.name
+        self.truth_errors: list[dict] = []
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        self.truth_errors = []
+        frames = iter(self.source)
+        for index in range(self.stop):
+            counted = len(getattr(self.source, "truth_errors", ()))  # a source's list is new on each pass
+            sample = next(frames)
+            if index >= self.start:
+                self.truth_errors.extend(getattr(self.source, "truth_errors", ())[counted:])
+                yield sample
+
+
 class BagEvaluator:
     """Ray actor: one Pipeline, bags evaluated one at a time through ``evaluate`` (the ``evaluate --bag`` path)."""
 
@@ -130,38 +162,37 @@ class BagEvaluator:
     def ready(self) -> str:
         return f"{self.pipeline.model_names} on {self.pipeline.engine_name}"
 
-    def evaluate_bag(self, bag: str) -> BagOutcome:
+    def evaluate_frames(self, bag: str, start: int, stop: int) -> BagOutcome:
+        """Frames [start, stop) of ``bag``; an error (a bag that changed or breaks part way) is returned, not raised,
+        and the actor goes on with the next."""
         import ray
 
         from perception_core.datasets.bag import BagSource
 
-        start, frames = time.perf_counter(), None
+        began = time.perf_counter()
         try:
             source = BagSource(bag, self.pipeline.spec, self.topic)
-            frames = len(source)
-            ray.get(self.progress.add_total.remote(frames))
-            # waited for, so that the counter is exact once this bag's outcome is back (one call per 10 frames)
-            report = lambda n: ray.get(self.progress.add_done.remote(n))  # noqa: E731
-            result = evaluate(self.pipeline, ReportingSource(source, report))
-            return BagOutcome(bag, frames, result, source.info, seconds=time.perf_counter() - start)
-        except Exception as exc:  # a bag that cannot be read is reported, the actor goes on with the next
-            return BagOutcome(bag, frames, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
+            # waited for, so that the counter is exact once this chunk's outcome is back (one call per 10 frames)
+            report = lambda n: ray.get(self.progress.add.remote(n))  # noqa: E731
+            result = evaluate(self.pipeline, ReportingSource(FrameRange(source, start, stop), report))
+            return BagOutcome(bag, stop - start, result, source.info, seconds=time.perf_counter() - began,
+                              first_frame=start)
+        except Exception as exc:
+            return BagOutcome(bag, stop - start, error=f"frames {start}-{stop - 1}: {type(exc).__name__}: {exc}",
+                              seconds=time.perf_counter() - began, first_frame=start)
 
 
 class ProgressCounter:
-    """Ray actor (no CPU): frames announced and scored across all actors, read by the driver's bar."""
+    """Ray actor (no CPU): frames scored across all actors, read by the driver's bar."""
 
     def __init__(self) -> None:
-        self.total, self.done = 0, 0
+        self.done = 0
 
-    def add_total(self, frames: int) -> None:
-        self.total += frames
-
-    def add_done(self, frames: int) -> None:
+    def add(self, frames: int) -> None:
         self.done += frames
 
-    def read(self) -> tuple[int, int]:
-        return self.total, self.done
+    def read(self) -> int:
+        return self.done
 
 
 @dataclass(frozen=True)
@@ -175,7 +206,7 @@ class FleetResult:
     workers: int
     threads: int
     address: Optional[str]
-    timing_s: dict[str, float]  # ray_start, actors_ready, evaluate, merge, ray_shutdown
+    timing_s: dict[str, float]  # plan (open the bags), ray_start, actors_ready, evaluate, ray_shutdown, merge
 
     @property
     def failed(self) -> list[BagOutcome]:
@@ -206,15 +237,23 @@ class FleetResult:
 
 def evaluate_bags(model: Union[str, Path], bags: Sequence[Union[str, Path]], *, workers: int, threads: int = 1,
                   address: Optional[str] = None, topic: Optional[str] = None, object_store_mb: int = OBJECT_STORE_MB,
-                  where: str = "", progress: bool = True) -> FleetResult:
-    """Evaluate ``bags`` with ``workers`` Ray actors of ``threads`` CPUs each; Ray is local unless ``address``."""
+                  chunk_frames: int = 0, where: str = "", progress: bool = True) -> FleetResult:
+    """Evaluate ``bags`` with ``workers`` Ray actors of ``threads`` CPUs each; Ray is local unless ``address``.
+
+    ``chunk_frames`` > 0 splits each bag into frame ranges of that length (for fewer bags than workers, or
+    bags of very different lengths); 0 hands out whole bags.
+    """
     ray = import_ray()
-    if workers < 1 or threads < 1:
-        raise ValueError(f"need workers >= 1 and threads >= 1, got {workers}, {threads}")
+    if workers < 1 or threads < 1 or chunk_frames < 0:
+        raise ValueError(f"need workers >= 1, threads >= 1 and chunk_frames >= 0, got {workers}, {threads}, "
+                         f"{chunk_frames}")
     model = Path(model)
     files = {model.name: model.read_bytes(), sidecar_path(model).name: sidecar_path(model).read_bytes()}
     bags = [str(Path(b).resolve()) for b in bags]
-    timing = {}
+    start = time.perf_counter()
+    frames, unopened = count_frames(bags, ModelSpec.load(model).dataset, topic)
+    chunks = largest_first(plan_chunks(frames, chunk_frames), frames)
+    timing = {"plan": time.perf_counter() - start}
     start = time.perf_counter()
     if address is None:
         ray.init(num_cpus=workers * threads, object_store_memory=object_store_mb * 2**20, include_dashboard=False,
@@ -224,21 +263,60 @@ def evaluate_bags(model: Union[str, Path], bags: Sequence[Union[str, Path]], *, 
                  runtime_env={"py_modules": [str(Path(perception_core.__file__).parent)]})
     try:
         timing["ray_start"] = time.perf_counter() - start
-        outcomes, timing_run = _run(ray, files, bags, workers, threads, topic, progress)
+        done, timing_run = _run(ray, files, chunks, workers, threads, topic, progress)
         timing.update(timing_run)
     finally:
         stop = time.perf_counter()
         ray.shutdown()
         timing["ray_shutdown"] = time.perf_counter() - stop
     start = time.perf_counter()
+    outcomes = [unopened.get(bag) or whole_bag(bag, frames[bag], done[bag]) for bag in bags]
     read = [o.result for o in outcomes if o.result is not None]
     merged = merge_results(read, f"{len(read)} bags ({where or len(bags)})") if read else None
     timing["merge"] = time.perf_counter() - start
     return FleetResult(model.name, where, outcomes, merged, workers, threads, address, timing)
 
 
-def _run(ray, files, bags, workers, threads, topic, progress):
-    """Start the actors, hand out bags largest first as actors come free, and gather outcomes in bag order."""
+def count_frames(bags: Sequence[str], spec, topic: Optional[str]) -> tuple[dict[str, int], dict[str, BagOutcome]]:
+    """({bag: camera frames} of the bags that open, {bag: its failure} of the others), from their metadata."""
+    from perception_core.datasets.bag import BagSource
+
+    frames, unopened = {}, {}
+    for bag in bags:
+        try:
+            frames[bag] = len(BagSource(bag, spec, topic))
+        except Exception as exc:  # reported by name; the other bags go on
+            unopened[bag] = BagOutcome(bag, None, error=f"{type(exc).__name__}: {exc}")
+    return frames, unopened
+
+
+def plan_chunks(frames: dict[str, int], chunk_frames: int) -> list[tuple[str, int, int]]:
+    """(bag, start, stop) frame ranges: whole bags when ``chunk_frames`` is 0, else ranges of that length."""
+    size = chunk_frames or max(frames.values(), default=1) or 1
+    return [(bag, start, min(start + size, count)) for bag, count in frames.items()
+            for start in range(0, max(count, 1), size)]
+
+
+def largest_first(chunks: list[tuple[str, int, int]], frames: dict[str, int]) -> list[tuple[str, int, int]]:
+    """Chunks by their share of their bag's bytes, largest first: no long one is left for last."""
+    bag_bytes = {bag: _bag_bytes(bag) for bag in frames}
+    return sorted(chunks, key=lambda c: bag_bytes[c[0]] * (c[2] - c[1]) / max(1, frames[c[0]]), reverse=True)
+
+
+def whole_bag(bag: str, frames: int, parts: list[BagOutcome]) -> BagOutcome:
+    """A bag's outcome from its chunks' (in frame order): the chunks' results merged, or their errors."""
+    parts = sorted(parts, key=lambda part: part.first_frame)
+    seconds = sum(part.seconds for part in parts)
+    errors = [part.error for part in parts if part.error is not None]
+    if errors:
+        return BagOutcome(bag, frames, error="; ".join(errors), seconds=seconds)
+    results = [part.result for part in parts]
+    result = results[0] if len(results) == 1 else merge_results(results, results[0].source)
+    return BagOutcome(bag, frames, result, parts[0].info, seconds=seconds)
+
+
+def _run(ray, files, chunks, workers, threads, topic, progress):
+    """Start the actors, hand out the chunks in order as actors come free, gather the outcomes per bag."""
     timing = {}
     start = time.perf_counter()
     counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
@@ -250,36 +328,34 @@ def _run(ray, files, bags, workers, threads, topic, progress):
         raise ValueError(f"the workers cannot load the model: {exc}") from exc
     timing["actors_ready"] = time.perf_counter() - start
     start = time.perf_counter()
-    queue = sorted(bags, key=_bag_bytes, reverse=True)  # largest first: no long bag left for last
-    running, outcomes = {}, {}  # running: ref -> (actor, bag)
-    bar = tqdm(total=0, desc=f"evaluate {len(bags)} bags on {workers} workers", unit="frame", disable=not progress)
+    queue = list(chunks)
+    running, done = {}, {bag: [] for bag, _, _ in chunks}  # running: ref -> (actor, chunk)
+    bags = len(done)
+    bar = tqdm(total=sum(stop - first for _, first, stop in chunks), unit="frame", disable=not progress,
+               desc=f"evaluate {bags} bags ({len(chunks)} chunks) on {workers} workers")
     while queue or running:
         busy = {actor for actor, _ in running.values()}
         for actor in actors:
             if queue and actor not in busy:
-                bag = queue.pop(0)
-                running[actor.evaluate_bag.remote(bag)] = (actor, bag)
-        done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-        for ref in done:
-            actor, bag = running.pop(ref)
+                chunk = queue.pop(0)
+                running[actor.evaluate_frames.remote(*chunk)] = (actor, chunk)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            actor, (bag, first, stop) = running.pop(ref)
             try:
-                outcomes[bag] = ray.get(ref)
+                done[bag].append(ray.get(ref))
             except ray.exceptions.RayActorError as exc:  # the worker died (out of memory, a crash): the rest go on
                 actors.remove(actor)
-                outcomes[bag] = BagOutcome(bag, None, error=f"worker lost: {exc}")
+                done[bag].append(BagOutcome(bag, stop - first, error=f"worker lost: {exc}", first_frame=first))
         if not actors:
-            outcomes.update({bag: BagOutcome(bag, None, error="no worker left") for bag in queue})
+            for bag, first, stop in queue:
+                done[bag].append(BagOutcome(bag, stop - first, error="no worker left", first_frame=first))
             queue.clear()
-        _show(bar, *ray.get(counter.read.remote()))
+        bar.n = ray.get(counter.read.remote())
+        bar.refresh()
     bar.close()  # exact: each actor's counts are in before its outcome returns
     timing["evaluate"] = time.perf_counter() - start
-    return [outcomes[bag] for bag in bags], timing
-
-
-def _show(bar: tqdm, total: int, scored: int) -> None:
-    bar.total = max(total, scored)
-    bar.n = scored
-    bar.refresh()
+    return done, timing
 
 
 def _bag_bytes(bag: str) -> int:
