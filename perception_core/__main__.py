@@ -135,7 +135,7 @@ def cmd_evaluate_bags(args) -> int:
         fleet = evaluate_bags(models[0], bags, workers=workers, threads=threads, address=args.ray_address,
                               topic=args.topic, object_store_mb=args.object_store_mb or OBJECT_STORE_MB,
                               chunk_frames=args.chunk_frames, where=args.bags)
-    except (RayMissing, FileNotFoundError, ValueError) as err:
+    except (RayMissing, FileNotFoundError, ValueError, ConnectionError) as err:  # ConnectionError: no cluster there
         print(f"evaluate --bags: {err}", file=sys.stderr)
         return 2
     for outcome in fleet.outcomes:

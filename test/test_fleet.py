@@ -257,3 +257,8 @@ def test_the_fleet_projection_scales_the_measured_figures():
     assert paper["workers_needed"] == 100  # 3000 / 30
     assert paper["storage_read_mib_per_s"] == 3000 and paper["storage_read_per_worker_share"] == 0.05
     assert paper["merge_hours_one_process"] == 1000 * 3600 * 30 * 0.01 / 3600
+
+
+def test_an_address_without_a_cluster_is_a_clear_error(fleet_dir, capsys):
+    assert cli(["evaluate", "--bags", str(fleet_dir / "robot_a"), "--ray-address", "auto"]) == 2
+    assert "Could not find any running Ray instance" in capsys.readouterr().err
