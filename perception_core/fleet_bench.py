@@ -25,9 +25,11 @@ import numpy as np
 
 from perception_core.datasets.bag import BagSource, bag_size_bytes
 from perception_core.datasets.source import ChainedSource
+from perception_core.datasets.spec import DatasetSpec
 from perception_core.evaluation.evaluate import evaluate, evaluation_pipelines
 from perception_core.evaluation.fleet import evaluate_bags, find_bags
 from perception_core.evaluation.record import record_simulation
+from perception_core.model_spec import ModelSpec
 from perception_core.pipeline.pipeline import TOTAL
 from perception_core.plotting import pyplot, save
 from perception_core.resources import package_file
@@ -39,12 +41,12 @@ FIRST_SEED = 1000  # bag k renders the simulator's scenes of seed FIRST_SEED + k
 NOT_COMPARED = ("latency_ms", "source")
 
 
-def recorded_bags(folder: Path, bags: int, frames: int) -> list[Path]:
+def recorded_bags(folder: Path, bags: int, frames: int, spec: DatasetSpec) -> list[Path]:
     """``bags`` recordings of ``frames`` frames in ``folder``, recorded unless already there."""
     paths = []
     for k in range(bags):
         path = folder / f"robot_{k}"
-        if path.exists() and len(BagSource(path, package_spec())) != frames:
+        if path.exists() and len(BagSource(path, spec)) != frames:
             raise FileExistsError(f"{path} holds another recording: remove {folder}")
         if not path.exists():
             record_simulation(path, frames, seed=FIRST_SEED + k, progress=False)
@@ -52,15 +54,8 @@ def recorded_bags(folder: Path, bags: int, frames: int) -> list[Path]:
     return paths
 
 
-def package_spec():
-    from perception_core.model_spec import ModelSpec
-
-    return ModelSpec.load(package_file("models", "multitask.onnx")).dataset
-
-
-def read_rate(bags: list[Path]) -> dict:
+def read_rate(bags: list[Path], spec: DatasetSpec) -> dict:
     """Frames and bytes per second of reading and deserialising every message a BagSource pairs (no decode)."""
-    spec = package_spec()
     start = time.perf_counter()
     frames = sum(1 for bag in bags for _ in BagSource(bag, spec))
     seconds = time.perf_counter() - start
@@ -175,9 +170,10 @@ def main(argv=None) -> int:
     started = time.monotonic()
     folder = args.out / "fleet_bags"
     print(f"[fleet] {args.bags} bags x {args.frames} frames in {folder}", flush=True)
-    bags = recorded_bags(folder, args.bags, args.frames)
+    spec = ModelSpec.load(args.model).dataset  # the bags are read in the model's classes, as evaluate does
+    bags = recorded_bags(folder, args.bags, args.frames, spec)
     assert find_bags(folder) == (bags, [])
-    read = read_rate(bags)
+    read = read_rate(bags, spec)
     print(f"[fleet] read {read['frames_per_s']:.0f} frames/s, {read['mib_per_s']:.0f} MiB/s", flush=True)
     reference, cost = sequential(args.model, bags)
     print(f"[fleet] one process: {cost['frames_per_s']:.1f} frames/s", flush=True)

@@ -61,8 +61,9 @@ def jazzy_typestore() -> Typestore:
 
 
 def bag_size_bytes(path: Union[str, Path]) -> int:
-    """Bytes on disk of a bag folder (data files and metadata)."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """Bytes on disk of a bag: a folder's data files and metadata, or a single .mcap/.db3 file."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def find_image_topic(connections: Sequence[Connection]) -> str:

@@ -30,6 +30,7 @@ from typing import Optional, Union
 from tqdm import tqdm
 
 import perception_core
+from perception_core.datasets.bag import BagSource, bag_size_bytes
 from perception_core.datasets.source import FrameSource
 from perception_core.evaluation.evaluate import EvaluationResult, evaluate, evaluation_pipelines, merge_results
 from perception_core.model_spec import ModelSpec, sidecar_path
@@ -167,8 +168,6 @@ class BagEvaluator:
         and the actor goes on with the next."""
         import ray
 
-        from perception_core.datasets.bag import BagSource
-
         began = time.perf_counter()
         try:
             source = BagSource(bag, self.pipeline.spec, self.topic)
@@ -279,8 +278,6 @@ def evaluate_bags(model: Union[str, Path], bags: Sequence[Union[str, Path]], *, 
 
 def count_frames(bags: Sequence[str], spec, topic: Optional[str]) -> tuple[dict[str, int], dict[str, BagOutcome]]:
     """({bag: camera frames} of the bags that open, {bag: its failure} of the others), from their metadata."""
-    from perception_core.datasets.bag import BagSource
-
     frames, unopened = {}, {}
     for bag in bags:
         try:
@@ -299,7 +296,7 @@ def plan_chunks(frames: dict[str, int], chunk_frames: int) -> list[tuple[str, in
 
 def largest_first(chunks: list[tuple[str, int, int]], frames: dict[str, int]) -> list[tuple[str, int, int]]:
     """Chunks by their share of their bag's bytes, largest first: no long one is left for last."""
-    bag_bytes = {bag: _bag_bytes(bag) for bag in frames}
+    bag_bytes = {bag: bag_size_bytes(bag) for bag in frames}
     return sorted(chunks, key=lambda c: bag_bytes[c[0]] * (c[2] - c[1]) / max(1, frames[c[0]]), reverse=True)
 
 
@@ -357,7 +354,3 @@ def _run(ray, files, chunks, workers, threads, topic, progress):
     timing["evaluate"] = time.perf_counter() - start
     return done, timing
 
-
-def _bag_bytes(bag: str) -> int:
-    path = Path(bag)
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
